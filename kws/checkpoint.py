@@ -1,0 +1,40 @@
+"""A model file carries what is needed to use it: architecture and exact widths, class list,
+feature config, and where it came from."""
+from pathlib import Path
+
+import torch
+
+from kws import models
+from kws.sources import CLASSES
+
+
+def save(path, model, arch, kwargs, feature_config, **info):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"arch": arch, "kwargs": kwargs, "classes": CLASSES, "feature_config": feature_config,
+                "state_dict": model.state_dict(), "info": info}, path)
+
+
+def load(path, feature_config=None):
+    """(model in eval mode, checkpoint dict). Refuses a file that does not fit this pipeline:
+    other classes, other input shape, or (when given) another feature config."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a checkpoint this pipeline can read ({e})") from None
+    missing = {"arch", "kwargs", "classes", "feature_config", "state_dict"} - set(ckpt)
+    if missing:
+        raise ValueError(f"{path}: checkpoint lacks {sorted(missing)}; expected one written by kws.checkpoint.save")
+    if list(ckpt["classes"]) != CLASSES:
+        raise ValueError(f"{path}: classes {ckpt['classes']} differ from the pipeline's {CLASSES}")
+    if feature_config is not None and ckpt["feature_config"] != feature_config:
+        diff = {k: (ckpt["feature_config"].get(k), v) for k, v in feature_config.items() if ckpt["feature_config"].get(k) != v}
+        raise ValueError(f"{path}: feature config differs from data/features/config.json: {diff} (checkpoint, data)")
+    model = models.build(ckpt["arch"], ckpt["kwargs"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise ValueError(f"{path}: weights do not fit {ckpt['arch']} {ckpt['kwargs']}: {e}") from None
+    return model.eval(), ckpt

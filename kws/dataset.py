@@ -1,0 +1,112 @@
+"""Turn labelled records into the arrays every later stage reads: one int16 audio matrix, a
+manifest, and background-noise chunks per split. Decoding once here keeps training free of
+file I/O, so the 2 cores stay busy on the model."""
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kws import audio
+from kws.sources import CLASSES, SILENCE, SPLITS
+
+NOISE_SPLIT = {"train": (0.0, 0.8), "val": (0.8, 0.9), "test": (0.9, 1.0)}  # time ranges of each recording
+
+
+def read_clips(records, sample_rate, clip_samples, progress=True):
+    """Decode every record; bad files are skipped and returned with their reason."""
+    waves, kept, bad = [], [], []
+    t0, last = time.time(), time.time()
+    for i, r in enumerate(records):
+        try:
+            waves.append(audio.read_clip(r["path"], sample_rate, clip_samples))
+            kept.append(r)
+        except audio.BadAudio as e:
+            bad.append(str(e))
+        if progress and time.time() - last > 5:
+            last = time.time()
+            print(f"  read {i + 1}/{len(records)} clips ({(i + 1) / (last - t0):.0f}/s)", flush=True)
+    wave = np.stack(waves) if waves else np.zeros((0, clip_samples), np.int16)
+    return wave, kept, bad
+
+
+def noise_chunks(paths, sample_rate, clip_samples):
+    """1-s chunks of each recording, split by time range (no split hears another's noise)."""
+    chunks = {s: [] for s in SPLITS}
+    for p in paths:
+        wave = audio.read_long(p, sample_rate)
+        n = len(wave) // clip_samples
+        for s, (a, b) in NOISE_SPLIT.items():
+            for i in range(int(a * n), int(b * n)):
+                chunks[s].append(wave[i * clip_samples:(i + 1) * clip_samples])
+    return {s: np.stack(c) if c else np.zeros((0, clip_samples), np.int16) for s, c in chunks.items()}
+
+
+def silence_clips(n, noise, clip_samples, rng):
+    """Silence = a noise chunk at a random volume (TensorFlow's recipe); faint white noise when
+    the source has no background recordings."""
+    out = np.zeros((n, clip_samples), np.int16)
+    for i in range(n):
+        gain = rng.uniform(0.0, 1.0)
+        base = noise[rng.randrange(len(noise))] if len(noise) else np.random.default_rng(rng.randrange(2**31)).normal(0, 30, clip_samples)
+        out[i] = np.clip(base * gain, -32768, 32767).astype(np.int16)
+    return out
+
+
+def build(records, need_silence, noise_paths, sample_rate=16000, clip_samples=16000, seed=0,
+          max_bad_percent=1.0, progress=True):
+    """(audio [N, S] int16, manifest DataFrame, train noise [M, S] int16, report dict)."""
+    wave, kept, bad = read_clips(records, sample_rate, clip_samples, progress)
+    if records and 100.0 * len(bad) / len(records) > max_bad_percent:
+        raise ValueError(f"{len(bad)} of {len(records)} clips are unreadable or malformed (more than "
+                         f"data.max_bad_percent={max_bad_percent}%), e.g. {bad[:3]}")
+    noise = noise_chunks(noise_paths, sample_rate, clip_samples)
+    rng = random.Random(seed)
+    parts, rows = [wave], list(kept)
+    for split in SPLITS:
+        n = need_silence.get(split, 0)
+        parts.append(silence_clips(n, noise[split], clip_samples, rng))
+        rows += [{"path": "", "word": SILENCE, "speaker": f"noise{i}", "split": split, "label": SILENCE} for i in range(n)]
+    manifest = pd.DataFrame(rows, columns=["path", "word", "speaker", "split", "label"])
+    manifest["label_index"] = manifest["label"].map(CLASSES.index)
+    counts = manifest.groupby(["split", "label"]).size().unstack(fill_value=0).reindex(columns=CLASSES, fill_value=0)
+    report = {"clips": len(manifest), "bad_files_skipped": len(bad), "bad_file_examples": bad[:20],
+              "noise_recordings": [str(p) for p in noise_paths],
+              "noise_chunks": {s: int(len(c)) for s, c in noise.items()},
+              "silence_from_noise": {s: int(v) for s, v in need_silence.items()},
+              "counts": {s: {c: int(counts.loc[s, c]) if s in counts.index else 0 for c in CLASSES} for s in SPLITS}}
+    return np.concatenate(parts), manifest, noise["train"], report
+
+
+def check_classes(report):
+    """Every split must hold every class, or training/evaluation would be silently wrong."""
+    holes = [f"{s}/{c}" for s in SPLITS for c in CLASSES if report["counts"][s][c] == 0]
+    if holes:
+        raise ValueError(f"dataset is missing classes in some splits: {holes[:12]}; the source is too "
+                         "small or its split lists do not match its files (see data/dataset/report.json)")
+
+
+def save(out_dir, wave, manifest, noise, report):
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "audio.npy", wave)
+    np.save(out / "noise.npy", noise)
+    manifest.to_csv(out / "manifest.csv", index=False)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+
+
+def load(out_dir):
+    """(audio int16 [N, S], manifest, train noise) as written by `save`."""
+    out = Path(out_dir)
+    for name in ("audio.npy", "noise.npy", "manifest.csv"):
+        if not (out / name).exists():
+            raise FileNotFoundError(f"{out / name} missing; run the fetch stage (dvc repro fetch)")
+    return np.load(out / "audio.npy", mmap_mode="r"), pd.read_csv(out / "manifest.csv", keep_default_na=False), np.load(out / "noise.npy")
+
+
+def split(wave, manifest, name):
+    """(int16 audio, label indices) of one split."""
+    idx = np.flatnonzero(manifest["split"].to_numpy() == name)
+    return wave[idx], manifest["label_index"].to_numpy()[idx]

@@ -1,0 +1,42 @@
+"""Score one model file (torch checkpoint or ONNX) on the shared val/test features."""
+from pathlib import Path
+
+import pandas as pd
+
+from kws import checkpoint, io, metrics, train
+
+
+def logits_fn(model_path, feature_config):
+    """A function features -> logits for a .pt checkpoint or an .onnx file."""
+    path = Path(model_path)
+    if path.suffix == ".onnx":
+        from kws import export
+        return lambda x: export.ort_logits(path, x)
+    model, _ = checkpoint.load(path, feature_config)
+    return lambda x: train.logits_of(model, x)
+
+
+def headline(m, prefix=""):
+    """The few figures worth a row in `dvc metrics diff`; the rest goes to details.json."""
+    v, t = m["far_at_frr_val_thresholds"], m["far_at_frr_test_thresholds"]
+    return {"top1": m["top1"],
+            "far_macro": v["far_macro"], "frr_macro": v["frr_macro"], "far_worst": v["far_worst"],
+            "far_filler": v["far_filler_macro"], "far_macro_test_thr": t["far_macro"]}
+
+
+def evaluate_model(model_path, out_dir, name, max_frr):
+    """Write metrics/eval/<name>.json (headline), <out_dir>/<name>/ details, DET and confusion rows."""
+    cfg = io.feature_config()
+    val_x, val_y = io.load_split("val")
+    test_x, test_y = io.load_split("test")
+    f = logits_fn(model_path, cfg)
+    m, pred = metrics.evaluate(f(val_x), val_y.numpy(), f(test_x), test_y.numpy(), max_frr)
+    test_probs = metrics.softmax(f(test_x))
+    d = Path(out_dir) / name
+    d.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(metrics.det_rows(test_probs, test_y.numpy())).to_csv(d / "det.csv", index=False)
+    pd.DataFrame(metrics.confusion_rows(test_y.numpy(), pred)).to_csv(d / "confusion.csv", index=False)
+    io.write_json(d / "details.json", {"model": str(model_path), "max_frr": max_frr, **m})
+    head = headline(m)
+    io.write_json(Path(out_dir) / f"{name}.json", head)
+    return head

@@ -1,0 +1,128 @@
+"""Log-mel / MFCC front end with torch.stft and a hand-built mel filterbank.
+
+Hand-written because torchaudio does not import beside CPU torch here; tests check it against
+the textbook (HTK) definitions. The feature config is a plain dict that travels inside every
+model checkpoint and beside every exported model, so the front end can never drift.
+"""
+import math
+
+import torch
+
+DEFAULT_CONFIG = {
+    "sample_rate": 16000, "clip_samples": 16000, "kind": "logmel", "n_mels": 40, "n_mfcc": 40,
+    "win_ms": 30.0, "hop_ms": 10.0, "n_fft": 512, "f_min": 20.0, "f_max": 7600.0,
+    "log_offset": 1e-6, "mean": 0.0, "std": 1.0,
+}
+KINDS = ("logmel", "mfcc")
+
+
+def make_config(**overrides):
+    """Full, validated feature config from params (unknown keys and bad values raise)."""
+    unknown = set(overrides) - set(DEFAULT_CONFIG)
+    if unknown:
+        raise ValueError(f"features: unknown parameter(s) {sorted(unknown)}; expected {sorted(DEFAULT_CONFIG)}")
+    cfg = {**DEFAULT_CONFIG, **overrides}
+    if cfg["kind"] not in KINDS:
+        raise ValueError(f"features.kind must be one of {KINDS}, got {cfg['kind']!r}")
+    win, hop = win_length(cfg), hop_length(cfg)
+    if not 0 < hop <= win <= cfg["n_fft"]:
+        raise ValueError(f"features: need 0 < hop ({hop}) <= window ({win}) <= n_fft ({cfg['n_fft']}) samples")
+    if not 0 <= cfg["f_min"] < cfg["f_max"] <= cfg["sample_rate"] / 2:
+        raise ValueError(f"features: need 0 <= f_min < f_max <= {cfg['sample_rate'] / 2} Hz")
+    if cfg["kind"] == "mfcc" and not 0 < cfg["n_mfcc"] <= cfg["n_mels"]:
+        raise ValueError("features.n_mfcc must be in 1..n_mels")
+    return cfg
+
+
+def win_length(cfg):
+    return int(round(cfg["sample_rate"] * cfg["win_ms"] / 1000))
+
+
+def hop_length(cfg):
+    return int(round(cfg["sample_rate"] * cfg["hop_ms"] / 1000))
+
+
+def n_channels(cfg):
+    return cfg["n_mfcc"] if cfg["kind"] == "mfcc" else cfg["n_mels"]
+
+
+def n_frames(cfg):
+    return 1 + cfg["clip_samples"] // hop_length(cfg)
+
+
+def hz_to_mel(f):
+    return 2595.0 * math.log10(1.0 + f / 700.0)
+
+
+def mel_to_hz(m):
+    return 700.0 * (10 ** (m / 2595.0) - 1.0)
+
+
+def mel_filterbank(cfg):
+    """[n_mels, n_fft//2+1] triangular HTK-mel filters, peak 1, edges evenly spaced in mel."""
+    n_bins = cfg["n_fft"] // 2 + 1
+    fft_hz = torch.linspace(0, cfg["sample_rate"] / 2, n_bins, dtype=torch.float64)
+    mels = torch.linspace(hz_to_mel(cfg["f_min"]), hz_to_mel(cfg["f_max"]), cfg["n_mels"] + 2, dtype=torch.float64)
+    edges = 700.0 * (10 ** (mels / 2595.0) - 1.0)
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    up = (fft_hz - lo) / (mid - lo)
+    down = (hi - fft_hz) / (hi - mid)
+    return torch.clamp(torch.minimum(up, down), min=0).float()
+
+
+def dct_matrix(n_mfcc, n_mels):
+    """Orthonormal DCT-II, [n_mfcc, n_mels]."""
+    n = torch.arange(n_mels, dtype=torch.float64)
+    k = torch.arange(n_mfcc, dtype=torch.float64)[:, None]
+    d = torch.cos(math.pi / n_mels * (n + 0.5) * k) * math.sqrt(2.0 / n_mels)
+    d[0] /= math.sqrt(2.0)
+    return d.float()
+
+
+class FrontEnd(torch.nn.Module):
+    """waveform [B, samples] float in [-1, 1] -> normalized features [B, channels, frames]."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("window", torch.hann_window(win_length(cfg), periodic=True))
+        self.register_buffer("mel", mel_filterbank(cfg))
+        if cfg["kind"] == "mfcc":
+            self.register_buffer("dct", dct_matrix(cfg["n_mfcc"], cfg["n_mels"]))
+
+    def forward(self, wave):
+        c = self.cfg
+        spec = torch.stft(wave, c["n_fft"], hop_length(c), win_length(c), self.window,
+                          center=True, pad_mode="constant", return_complex=True)
+        power = spec.real ** 2 + spec.imag ** 2
+        feats = torch.log(torch.matmul(self.mel, power) + c["log_offset"])
+        if c["kind"] == "mfcc":
+            feats = torch.matmul(self.dct, feats)
+        return (feats - c["mean"]) / c["std"]
+
+
+def compute(wave, cfg, batch_size=2048):
+    """Features of many clips (int16 or float array [N, samples]) in batches, as a float tensor."""
+    front = FrontEnd(cfg)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(wave), batch_size):
+            out.append(front(to_float(torch.as_tensor(wave[i:i + batch_size]))))
+    return torch.cat(out) if out else torch.empty(0, n_channels(cfg), n_frames(cfg))
+
+
+def to_float(wave):
+    """int16 PCM -> float in [-1, 1); float passes through."""
+    return wave.float() / 32768.0 if wave.dtype == torch.int16 else wave.float()
+
+
+def norm_stats(wave, cfg, batch_size=2048):
+    """Global mean and std of the un-normalized features of many clips (streamed, float64 sums)."""
+    raw = make_config(**{**cfg, "mean": 0.0, "std": 1.0})
+    front, total, sq, n = FrontEnd(raw), 0.0, 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(wave), batch_size):
+            f = front(to_float(torch.as_tensor(wave[i:i + batch_size]))).double()
+            total, sq, n = total + f.sum().item(), sq + (f * f).sum().item(), n + f.numel()
+    mean = total / n
+    return mean, max((sq / n - mean * mean) ** 0.5, 1e-6)

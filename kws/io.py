@@ -1,0 +1,36 @@
+"""Small file helpers the stage scripts share: params blocks, JSON metrics, feature tensors."""
+import json
+from pathlib import Path
+
+import torch
+import yaml
+
+PARAMS = "params.yaml"
+FEATURES = Path("data/features")
+
+
+def params(block):
+    """One block of params.yaml (a stage's own parameters)."""
+    all_params = yaml.safe_load(Path(PARAMS).read_text())
+    if block not in all_params:
+        raise KeyError(f"{PARAMS} has no '{block}' block")
+    return all_params[block]
+
+
+def write_json(path, obj):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(obj, indent=2, default=float) + "\n")
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text())
+
+
+def feature_config():
+    return read_json(FEATURES / "config.json")
+
+
+def load_split(split):
+    """(features [N, C, T] float, labels [N] long) of a precomputed split: val, test or calib."""
+    d = torch.load(FEATURES / f"{split}.pt", weights_only=True)
+    return d["x"], d["y"]

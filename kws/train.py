@@ -1,0 +1,103 @@
+"""The one training loop: teacher, fine-tuning, distillation and QAT all call `fit` with their
+own loss. Batches are augmented on the fly from the int16 audio matrix (no DataLoader: the
+whole batch is shifted, noised, featurized and masked in a few vectorized torch ops)."""
+import copy
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from dvclive import Live
+
+from kws import augment, dataset, io
+from kws.features import FrontEnd, to_float
+
+
+def resolve_device(name):
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: cuda asked for, but torch sees no GPU; use device: auto")
+    return name
+
+
+def cross_entropy(model, feats, labels):
+    return F.cross_entropy(model(feats), labels)
+
+
+@torch.no_grad()
+def logits_of(model, feats, batch_size=1024, device="cpu"):
+    model.eval()
+    return torch.cat([model(feats[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(feats), batch_size)])
+
+
+def accuracy(model, feats, labels, device="cpu"):
+    return (logits_of(model, feats, device=device).argmax(1) == labels).float().mean().item()
+
+
+def fit(model, wave, labels, noise, feature_config, val_feats, val_labels, p, loss_fn=cross_entropy,
+        live=None, set_train=lambda m, on: m.train(on), name="train"):
+    """Train `model` for p['epochs'] on int16 waveforms; keep the weights of the best validation
+    epoch. Returns {'best_val_acc', 'epochs', 'clip_epochs', 'wall_s', 'history'}.
+
+    `p` is a params block: epochs, batch_size, lr, weight_decay, seed, device, augment."""
+    device = resolve_device(p.get("device", "auto"))
+    gen = torch.Generator().manual_seed(p["seed"])
+    torch.manual_seed(p["seed"])
+    model.to(device)
+    front = FrontEnd(feature_config).to(device)
+    noise = to_float(torch.as_tensor(noise)).to(device)
+    wave, labels = torch.as_tensor(wave), torch.as_tensor(labels)
+    n, bs, epochs = len(wave), p["batch_size"], p["epochs"]
+    steps = epochs * math.ceil(n / bs)
+    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=p["lr"], weight_decay=p["weight_decay"])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p["lr"], total_steps=max(steps, 1), pct_start=0.1)
+    best = {"val_acc": -1.0, "state": None, "epoch": 0}
+    history, t_start = [], time.time()
+    for epoch in range(1, epochs + 1):
+        set_train(model, True)
+        t0, total_loss = time.time(), 0.0
+        order = torch.randperm(n, generator=gen)
+        for i in range(0, n, bs):
+            idx = order[i:i + bs]
+            x = to_float(wave[idx]).to(device)
+            with torch.no_grad():
+                x = augment.augment_batch(x, noise, front, p["augment"], gen)
+            y = labels[idx].to(device)
+            loss = loss_fn(model, x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total_loss += loss.item() * len(idx)
+        set_train(model, False)
+        val_acc = accuracy(model, val_feats, val_labels, device)
+        rate = n / (time.time() - t0)
+        row = {"epoch": epoch, "train_loss": total_loss / n, "val_acc": val_acc, "lr": sched.get_last_lr()[0], "clips_per_s": rate}
+        history.append(row)
+        print(f"[{name}] epoch {epoch}/{epochs}  loss {row['train_loss']:.4f}  val_acc {val_acc:.4f}  "
+              f"{rate:.0f} clips/s", flush=True)
+        if live is not None:
+            for k in ("train_loss", "val_acc", "lr"):
+                live.log_metric(k, row[k])
+            live.next_step()
+        if val_acc > best["val_acc"]:
+            best = {"val_acc": val_acc, "state": copy.deepcopy(model.state_dict()), "epoch": epoch}
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    model.to("cpu")
+    return {"best_val_acc": best["val_acc"], "best_epoch": best["epoch"], "epochs": epochs,
+            "clip_epochs": n * epochs, "wall_s": time.time() - t_start, "history": history}
+
+
+def train_on_dataset(model, p, name, loss_fn=cross_entropy, set_train=lambda m, on: m.train(on)):
+    """Load the fetched train split and clean val features, train with dvclive curves in
+    dvclive/<name>/ (params block `p` plus the shared augment block)."""
+    wave, manifest, noise = dataset.load("data/dataset")
+    train_wave, train_labels = dataset.split(wave, manifest, "train")
+    val_x, val_y = io.load_split("val")
+    with Live(f"dvclive/{name}", dvcyaml=None, save_dvc_exp=False) as live:
+        return fit(model, train_wave, train_labels, noise, io.feature_config(), val_x, val_y,
+                   {**p, "augment": io.params("augment")}, loss_fn, live, set_train, name)

@@ -1,0 +1,20 @@
+"""evaluate NAME MODEL: top-1, per-class accuracy, FAR at the FRR budget (thresholds from val and
+from test), DET curve and confusion matrix of one model on the test split."""
+import sys
+
+from kws import evaluation, io
+
+
+def main(name, model_path):
+    p = io.params("evaluate")
+    if not 0 < p["max_frr"] < 1:
+        raise ValueError(f"evaluate.max_frr must be in (0, 1), got {p['max_frr']}")
+    head = evaluation.evaluate_model(model_path, "metrics/eval", name, p["max_frr"])
+    print(f"[evaluate] {name}: top-1 {head['top1']:.4f}  FAR@{p['max_frr']:.0%}FRR {head['far_macro']:.4f} "
+          f"(worst {head['far_worst']:.4f}; test FRR {head['frr_macro']:.4f}) -> metrics/eval/{name}.json", flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: python stages/evaluate.py NAME MODEL_PATH")
+    main(*sys.argv[1:])
