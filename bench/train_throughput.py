@@ -1,0 +1,63 @@
+"""Benchmark: teacher training throughput (clips/s) on this machine, with and without the
+on-the-fly augmentation, so data preparation's share of a step is visible.
+
+    python bench/train_throughput.py [--model tc_resnet8] [--width 1.0] [--batch 128] [--steps 30]
+"""
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from kws import augment, features, models
+
+AUG = {"time_shift_ms": 100, "noise_prob": 0.8, "noise_volume": 0.1, "freq_masks": 2, "freq_mask_width": 5,
+       "time_masks": 2, "time_mask_width": 10}
+
+
+def clips_per_s(step, batch, steps):
+    step()  # warm-up
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return batch * steps / (time.perf_counter() - t)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="tc_resnet8")
+    ap.add_argument("--width", type=float, default=1.0)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=30)
+    a = ap.parse_args()
+    cfg = features.make_config()
+    front = features.FrontEnd(cfg)
+    net = models.build(*models.preset(a.model, a.width, 40, 12))
+    opt = torch.optim.AdamW(net.parameters(), 1e-3)
+    gen = torch.Generator().manual_seed(0)
+    wave = (torch.randn(a.batch, 16000) * 0.1)
+    noise = torch.randn(64, 16000) * 0.05
+    labels = torch.randint(0, 12, (a.batch,))
+    feats = front(wave)
+
+    def model_step(x=feats):
+        loss = F.cross_entropy(net(x), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def data_step():
+        with torch.no_grad():
+            return augment.augment_batch(wave, noise, front, AUG, gen)
+
+    model_only = clips_per_s(model_step, a.batch, a.steps)
+    data_only = clips_per_s(data_step, a.batch, a.steps)
+    full = clips_per_s(lambda: model_step(data_step()), a.batch, a.steps)
+    print(f"{a.model} x{a.width} ({models.n_params(net)} params), batch {a.batch}, torch threads {torch.get_num_threads()}")
+    print(f"  model step only      {model_only:8.0f} clips/s")
+    print(f"  augment+features     {data_only:8.0f} clips/s")
+    print(f"  full training step   {full:8.0f} clips/s  (data share {full / data_only:.0%} of step time)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from kws import augment, checkpoint, features, models
+
+
+def test_tc_resnet8_is_the_paper_size():
+    arch, kw = models.preset("tc_resnet8", 1.0, 40, 12)
+    net = models.build(arch, kw)
+    assert 60_000 < models.n_params(net) < 70_000  # ~66k, ~260 KB fp32
+    assert net(torch.zeros(2, 40, 101)).shape == (2, 12)
+    assert models.arch_kwargs(net) == {**kw, "kernel": 9}
+
+
+def test_bc_resnet_small_preset_under_10k():
+    arch, kw = models.preset("bc_resnet", 1.0, 40, 12)
+    net = models.build(arch, kw)
+    assert models.n_params(net) < 10_000
+    assert net(torch.zeros(2, 40, 101)).shape == (2, 12)
+
+
+def test_unknown_preset_is_named():
+    with pytest.raises(ValueError, match="resnet99"):
+        models.preset("resnet99", 1.0, 40, 12)
+
+
+def test_checkpoint_round_trip_and_refusals(tmp_path):
+    cfg = features.make_config()
+    arch, kw = models.preset("tc_resnet8", 0.5, 40, 12)
+    net = models.build(arch, kw).eval()
+    checkpoint.save(tmp_path / "m.pt", net, arch, kw, cfg)
+    back, ckpt = checkpoint.load(tmp_path / "m.pt", cfg)
+    x = torch.randn(3, 40, 101)
+    torch.testing.assert_close(back(x), net(x))
+    with pytest.raises(ValueError, match="feature config differs"):
+        checkpoint.load(tmp_path / "m.pt", {**cfg, "n_mels": 32})
+    torch.save({**ckpt, "classes": ["yes", "no"]}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="classes"):
+        checkpoint.load(tmp_path / "other.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="junk.pt"):
+        checkpoint.load(tmp_path / "junk.pt")
+
+
+def test_time_shift_moves_samples_and_zero_fills():
+    gen = torch.Generator().manual_seed(0)
+    wave = torch.arange(1, 11, dtype=torch.float32).repeat(50, 1)
+    out = augment.time_shift(wave, 3, gen)
+    for row in out:
+        nz = row[row != 0]
+        first = int(torch.nonzero(row)[0])
+        shift = first if row[0] == 0 else -(int(nz[0]) - 1)
+        assert torch.equal(nz, torch.arange(1, 11, dtype=torch.float32)[max(0, -shift):10 - max(0, shift)])
+    assert len({int((r == 0).sum()) for r in out}) > 1  # several shifts drawn
+
+
+def test_augmentation_repeats_with_the_seed():
+    cfg = features.make_config()
+    front = features.FrontEnd(cfg)
+    p = {"time_shift_ms": 100, "noise_prob": 0.8, "noise_volume": 0.1, "freq_masks": 2, "freq_mask_width": 5,
+         "time_masks": 2, "time_mask_width": 10}
+    wave, noise = torch.randn(4, 16000) * 0.1, torch.randn(5, 16000) * 0.1
+    a = augment.augment_batch(wave, noise, front, p, torch.Generator().manual_seed(1))
+    b = augment.augment_batch(wave, noise, front, p, torch.Generator().manual_seed(1))
+    c = augment.augment_batch(wave, noise, front, p, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_spec_mask_zeroes_bands_within_width():
+    feats = torch.ones(8, 40, 101)
+    out = augment.spec_mask(feats, 1, 5, 0, 0, torch.Generator().manual_seed(0))
+    zero_rows = (out == 0).all(dim=2).sum(dim=1)
+    assert zero_rows.max() <= 5 and zero_rows.sum() > 0

@@ -1,0 +1,131 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import SHARED, tone
+from kws import audio, dataset, sources
+from kws.sources import CLASSES, KEYWORDS
+
+
+def test_speaker_id_from_gsc_names():
+    assert sources.speaker_of("0c40e715_nohash_2.wav") == "0c40e715"
+    assert sources.speaker_of("bed_0c40e715_nohash_0.wav.wav") == "0c40e715"
+
+
+def test_hash_split_is_stable_and_speaker_disjoint(make_folder):
+    root = make_folder(KEYWORDS + ["bed"], speakers=[f"{i:08x}" for i in range(60)], noise=False)
+    records, report = sources.scan(root)
+    assert report["split_by"] == "speaker hash"
+    by_speaker = {}
+    for r in records:
+        by_speaker.setdefault(r["speaker"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in by_speaker.values())
+    assert {r["split"] for r in records} == {"train", "val", "test"}
+    assert records == sources.scan(root)[0]
+
+
+def test_official_lists_decide_the_split(make_folder):
+    root = make_folder(KEYWORDS)
+    (root / "validation_list.txt").write_text("yes/aa11_nohash_0.wav\n")
+    (root / "testing_list.txt").write_text("no/bb22_nohash_0.wav\nno/ffff_nohash_9.wav\n")
+    records, report = sources.scan(root)
+    split = {f"{r['word']}/{r['speaker']}": r["split"] for r in records}
+    assert split["yes/aa11"] == "val" and split["no/bb22"] == "test" and split["up/cc33"] == "train"
+    assert report["listed_but_missing"] == 1
+
+
+def test_missing_keyword_is_a_clear_error(make_folder):
+    root = make_folder([k for k in KEYWORDS if k != "stop"])
+    (root / "stop").mkdir()
+    with pytest.raises(ValueError, match=r"'stop'"):
+        sources.scan(root)
+
+
+def test_not_a_speech_commands_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data.root"):
+        sources.detect_layout(tmp_path / "nope")
+    (tmp_path / "cats").mkdir()
+    with pytest.raises(ValueError, match="keyword folders"):
+        sources.detect_layout(tmp_path)
+
+
+def test_labels_follow_the_tensorflow_proportions(make_folder):
+    root = make_folder(KEYWORDS + ["bed", "cat", "dog"], speakers=[f"{i:08x}" for i in range(40)], noise=False)
+    records, _ = sources.scan(root)
+    labelled, need = sources.assign_labels(records, 10, 10, seed=0)
+    for split in sources.SPLITS:
+        known = sum(r["split"] == split and r["label"] in KEYWORDS for r in labelled)
+        unknown = sum(r["split"] == split and r["label"] == "_unknown_" for r in labelled)
+        assert unknown == -(-known // 10)
+        assert need[split] == -(-known // 10)
+    assert labelled == sources.assign_labels(records, 10, 10, seed=0)[0]
+
+
+def test_bad_audio_is_refused_with_the_path(tmp_path):
+    good = tmp_path / "good.wav"
+    audio.write_clip(good, tone(440))
+    trunc = tmp_path / "trunc.wav"
+    trunc.write_bytes(good.read_bytes()[:30])
+    stereo = tmp_path / "stereo.wav"
+    sf.write(stereo, np.stack([tone(440), tone(440)], 1), 16000, subtype="PCM_16")
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.int16), 16000, subtype="PCM_16")
+    for path, why in [(trunc, "unreadable"), (stereo, "2 channels"), (empty, "no samples")]:
+        with pytest.raises(audio.BadAudio, match=why) as e:
+            audio.read_clip(path)
+        assert str(path) in str(e.value)
+
+
+def test_wrong_rate_is_resampled_or_refused(tmp_path):
+    path = tmp_path / "44k.wav"
+    sf.write(path, tone(440, sr=44100), 44100, subtype="PCM_16")
+    clip = audio.read_clip(path)
+    assert clip.shape == (16000,) and clip.dtype == np.int16
+    spectrum = np.abs(np.fft.rfft(clip))
+    assert abs(int(spectrum.argmax()) - 440) <= 1  # 1 Hz bins over one second
+    with pytest.raises(audio.BadAudio, match="44100 Hz, expected 16000"):
+        audio.read_clip(path, resample=False)
+
+
+def test_short_clips_are_padded():
+    assert audio.fit_length(np.ones(100, np.int16), 16000).sum() == 100
+
+
+def test_dataset_counts_and_skips_bad_files(make_folder):
+    root = make_folder(KEYWORDS + ["bed"], speakers=[f"{i:08x}" for i in range(40)])
+    (root / "yes" / "0000dead_nohash_0.wav").write_bytes(b"RIFF....garbage")
+    records, _ = sources.scan(root)
+    labelled, need = sources.assign_labels(records, 10, 10, 0)
+    with pytest.raises(ValueError, match="max_bad_percent"):
+        dataset.build(labelled, need, sources.noise_files(root), max_bad_percent=0.1, progress=False)
+    wave, manifest, noise, report = dataset.build(labelled, need, sources.noise_files(root), max_bad_percent=5, progress=False)
+    assert report["bad_files_skipped"] == 1 and "0000dead" in report["bad_file_examples"][0]
+    assert len(wave) == len(manifest) == report["clips"]
+    assert (manifest["label"] == "_silence_").sum() == sum(need.values())
+    assert len(noise) == 16  # 80% of the 20 one-second chunks of the noise recording
+    dataset.check_classes(report)
+
+
+def test_empty_split_class_is_refused(make_folder):
+    root = make_folder(KEYWORDS, speakers=["aa11"], noise=False)
+    records, _ = sources.scan(root)
+    labelled, need = sources.assign_labels(records, 10, 10, 0)
+    _, _, _, report = dataset.build(labelled, need, [], progress=False)
+    with pytest.raises(ValueError, match="missing classes"):
+        dataset.check_classes(report)
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not present")
+@pytest.mark.parametrize("name,layout", [("speech_commands_v0.02_test_dev", "test_set"),
+                                         ("speech_commands_v0.01_sample", "full")])
+def test_real_gsc_folders_load(name, layout):
+    records, report = sources.scan(SHARED / name)
+    assert report["layout"] == layout
+    labelled, _ = sources.assign_labels(records, 10, 10, 0)
+    assert {r["label"] for r in labelled} >= set(KEYWORDS) | {"_unknown_"}
+    if layout == "full":
+        assert report["split_by"] == "official lists" and report["listed_but_missing"] > 0
+        assert len(sources.noise_files(SHARED / name)) == 6
+    else:
+        assert {r["split"] for r in records} == {"train", "val", "test"}
+        assert set(CLASSES) <= {r["label"] for r in labelled}
