@@ -48,8 +48,11 @@ class TCResNet(nn.Module):
         """Last feature map before pooling; used for feature (FitNet) distillation."""
         return self.blocks(F.relu(self.stem_bn(self.stem(x))))
 
+    def head(self, feats):
+        return self.fc(feats.mean(dim=2))
+
     def forward(self, x):
-        return self.fc(self.features(x).mean(dim=2))
+        return self.head(self.features(x))
 
 
 def tc_resnet_kwargs(depth, width, n_mels, n_classes):
@@ -119,16 +122,19 @@ class BCResNet(nn.Module):
                 layers.append(BCBlock(c, c_out, s, dilation, sub))
                 c, f = c_out, (f - 1) // s + 1
         self.blocks = nn.Sequential(*layers)
-        self.head = nn.Sequential(
+        self.neck = nn.Sequential(
             nn.Conv2d(c, c, (5, 1), padding=(2, 0), groups=c, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
             nn.Conv2d(c, head, 1, bias=False), nn.BatchNorm2d(head), nn.ReLU())
         self.fc = nn.Linear(head, n_classes)
 
     def features(self, x):
-        return self.head(self.blocks(self.stem(x.unsqueeze(1))))
+        return self.neck(self.blocks(self.stem(x.unsqueeze(1))))
+
+    def head(self, feats):
+        return self.fc(feats.mean(dim=(2, 3)))
 
     def forward(self, x):
-        return self.fc(self.features(x).mean(dim=(2, 3)))
+        return self.head(self.features(x))
 
 
 def bc_resnet_kwargs(width, n_mels, n_classes):

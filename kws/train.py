@@ -38,11 +38,13 @@ def accuracy(model, feats, labels, device="cpu"):
 
 
 def fit(model, wave, labels, noise, feature_config, val_feats, val_labels, p, loss_fn=cross_entropy,
-        live=None, set_train=lambda m, on: m.train(on), name="train"):
+        live=None, set_train=lambda m, on: m.train(on), name="train", extra_params=()):
     """Train `model` for p['epochs'] on int16 waveforms; keep the weights of the best validation
     epoch. Returns {'best_val_acc', 'epochs', 'clip_epochs', 'wall_s', 'history'}.
 
-    `p` is a params block: epochs, batch_size, lr, weight_decay, seed, device, augment."""
+    `p` is a params block: epochs, batch_size, lr, weight_decay, seed, device, augment.
+    `extra_params` are trained too but not part of the model (a distillation adapter; the
+    caller puts it on the device)."""
     device = resolve_device(p.get("device", "auto"))
     gen = torch.Generator().manual_seed(p["seed"])
     torch.manual_seed(p["seed"])
@@ -52,7 +54,8 @@ def fit(model, wave, labels, noise, feature_config, val_feats, val_labels, p, lo
     wave, labels = torch.as_tensor(wave), torch.as_tensor(labels)
     n, bs, epochs = len(wave), p["batch_size"], p["epochs"]
     steps = epochs * math.ceil(n / bs)
-    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=p["lr"], weight_decay=p["weight_decay"])
+    trainable = [q for q in model.parameters() if q.requires_grad] + list(extra_params)
+    opt = torch.optim.AdamW(trainable, lr=p["lr"], weight_decay=p["weight_decay"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p["lr"], total_steps=max(steps, 1), pct_start=0.1)
     best = {"val_acc": -1.0, "state": None, "epoch": 0}
     history, t_start = [], time.time()
@@ -92,7 +95,7 @@ def fit(model, wave, labels, noise, feature_config, val_feats, val_labels, p, lo
             "clip_epochs": n * epochs, "wall_s": time.time() - t_start, "history": history}
 
 
-def train_on_dataset(model, p, name, loss_fn=cross_entropy, set_train=lambda m, on: m.train(on)):
+def train_on_dataset(model, p, name, loss_fn=cross_entropy, set_train=lambda m, on: m.train(on), extra_params=()):
     """Load the fetched train split and clean val features, train with dvclive curves in
     dvclive/<name>/ (params block `p` plus the shared augment block)."""
     wave, manifest, noise = dataset.load("data/dataset")
@@ -100,4 +103,4 @@ def train_on_dataset(model, p, name, loss_fn=cross_entropy, set_train=lambda m, 
     val_x, val_y = io.load_split("val")
     with Live(f"dvclive/{name}", dvcyaml=None, save_dvc_exp=False) as live:
         return fit(model, train_wave, train_labels, noise, io.feature_config(), val_x, val_y,
-                   {**p, "augment": io.params("augment")}, loss_fn, live, set_train, name)
+                   {**p, "augment": io.params("augment")}, loss_fn, live, set_train, name, extra_params)

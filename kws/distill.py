@@ -1,0 +1,67 @@
+"""Knowledge distillation losses (Hinton et al. 2015; FitNet hints, Romero et al. 2015) and the
+teacher set-ups the distil stage chooses between."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def kd_loss(student_logits, teacher_logits, labels, alpha, temperature):
+    """(1 - alpha) * CE(labels) + alpha * T^2 * KL(teacher_T || student_T). T^2 keeps the soft
+    term's gradient scale independent of T."""
+    hard = F.cross_entropy(student_logits, labels)
+    if alpha == 0:
+        return hard
+    t = temperature
+    soft = F.kl_div(F.log_softmax(student_logits / t, 1), F.softmax(teacher_logits / t, 1), reduction="batchmean")
+    return (1 - alpha) * hard + alpha * t * t * soft
+
+
+def as_sequence(feats):
+    """[B, C, T] for both families: a 2-D map [B, C, F, T] is averaged over frequency."""
+    return feats.mean(dim=2) if feats.dim() == 4 else feats
+
+
+class FeatureAdapter(nn.Module):
+    """Learned 1x1 conv from the student's last feature map to the teacher's (FitNet hint),
+    with the time axis pooled to the teacher's length."""
+
+    def __init__(self, c_student, c_teacher):
+        super().__init__()
+        self.proj = nn.Conv1d(c_student, c_teacher, 1)
+
+    def forward(self, student_feats, teacher_len):
+        return self.proj(F.adaptive_avg_pool1d(as_sequence(student_feats), teacher_len))
+
+
+def feature_channels(model, n_mels, n_frames=101):
+    with torch.no_grad():
+        return as_sequence(model.features(torch.zeros(1, n_mels, n_frames))).shape[1]
+
+
+def ensemble_logits(teachers, x, temperature):
+    """Teachers' averaged soft targets, returned as logits at temperature 1 so kd_loss can
+    re-apply T: log of the mean of softmax(z/T), times T."""
+    probs = torch.stack([F.softmax(t(x) / temperature, 1) for t in teachers]).mean(0)
+    return torch.log(probs.clamp_min(1e-8)) * temperature
+
+
+def make_loss(teachers, p, adapter=None):
+    """The distil stage's loss(model, x, y). p: alpha, temperature, feature_weight."""
+    for t in teachers:
+        t.eval()
+        t.requires_grad_(False)
+
+    def loss(model, x, y):
+        if p["alpha"] == 0 or not teachers:
+            return F.cross_entropy(model(x), y)
+        with torch.no_grad():
+            t_logits = teachers[0](x) if len(teachers) == 1 else ensemble_logits(teachers, x, p["temperature"])
+        if adapter is None:
+            return kd_loss(model(x), t_logits, y, p["alpha"], p["temperature"])
+        s_feats = model.features(x)
+        s_logits = model.head(s_feats)
+        with torch.no_grad():
+            t_feats = as_sequence(teachers[-1].features(x))
+        hint = F.mse_loss(adapter(s_feats, t_feats.shape[-1]), t_feats)
+        return kd_loss(s_logits, t_logits, y, p["alpha"], p["temperature"]) + p["feature_weight"] * hint
+    return loss

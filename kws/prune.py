@@ -1,0 +1,51 @@
+"""Structured channel pruning with torch-pruning (DepGraph): whole channels leave every coupled
+layer together (a block's conv2, its shortcut projection and the next block's inputs), so the
+result is a smaller dense TC-ResNet that `models.arch_kwargs` can describe exactly."""
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+
+IMPORTANCE = {
+    "l1": lambda: tp.importance.MagnitudeImportance(p=1),
+    "l2": lambda: tp.importance.MagnitudeImportance(p=2),
+    "bn_scale": lambda: tp.importance.BNScaleImportance(),
+    "taylor": lambda: tp.importance.TaylorImportance(),
+}
+
+
+def widths(ratio):
+    """The two intermediate widths for prune.ratio (channels removed at the narrow one):
+    evenly spaced, so 0.5 -> (0.75, 0.5) and 0.6 -> (0.7, 0.4)."""
+    if not 0 < ratio < 1:
+        raise ValueError(f"prune.ratio must be in (0, 1), the fraction of channels removed; got {ratio}")
+    return {"wide": 1 - ratio / 2, "narrow": 1 - ratio}
+
+
+def prune(model, width, importance="l1", steps=1, calib=None):
+    """Remove (1 - width) of the channels of every prunable layer, in `steps` iterative steps
+    (importance re-estimated before each). Taylor importance needs `calib` = (features, labels)
+    for its gradients. Returns the pruned model (modified in place)."""
+    if importance not in IMPORTANCE:
+        raise ValueError(f"prune.importance must be one of {sorted(IMPORTANCE)}, got {importance!r}")
+    if not 0 < width < 1:
+        raise ValueError(f"pruned width must be in (0, 1), got {width}")
+    if steps < 1:
+        raise ValueError(f"prune.steps must be >= 1, got {steps}")
+    if importance == "taylor" and calib is None:
+        raise ValueError("taylor importance needs calibration features for its gradients")
+    model.eval()
+    example = torch.zeros(1, model.stem.in_channels, 101)
+    pruner = tp.pruner.MetaPruner(model, example, importance=IMPORTANCE[importance](), pruning_ratio=1 - width,
+                                  iterative_steps=steps, ignored_layers=[model.fc])
+    for _ in range(steps):
+        if importance == "taylor":
+            model.zero_grad()
+            F.cross_entropy(model(calib[0]), calib[1]).backward()
+        pruner.step()
+    model.zero_grad(set_to_none=True)
+    return model
+
+
+def macs_and_params(model, n_frames=101):
+    macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, model.stem.in_channels, n_frames))
+    return int(macs), int(params)

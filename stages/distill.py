@@ -1,0 +1,44 @@
+"""distill kd|nokd: train the student under the INT8 flash budget, with knowledge from the
+pruned teachers (kd) or from hard labels only (nokd, the twin that shows what KD buys)."""
+import sys
+import time
+
+from kws import budget, checkpoint, distill, features, io, models, train
+from kws.sources import CLASSES
+
+TEACHERS = {"chain": ["models/finetuned_narrow.pt"],  # teacher -> wide -> narrow -> student
+            "ensemble": ["models/teacher.pt", "models/finetuned_wide.pt", "models/finetuned_narrow.pt"]}
+
+
+def main(mode):
+    p, cfg = io.params("distill"), io.feature_config()
+    if p["teachers"] not in TEACHERS:
+        raise ValueError(f"distill.teachers must be one of {sorted(TEACHERS)}, got {p['teachers']!r}")
+    t0 = time.time()
+    arch, kwargs = models.preset(p["student"], p["width"], features.n_channels(cfg), len(CLASSES))
+    student = models.build(arch, kwargs)
+    size = budget.check(student, p["budget_bytes"], f"student {p['student']} x{p['width']}")
+    device = train.resolve_device(p["device"])
+    teachers, adapter, extra = [], None, ()
+    if mode == "kd":
+        teachers = [checkpoint.load(path, cfg)[0].to(device) for path in TEACHERS[p["teachers"]]]
+        if p["feature_weight"] > 0:
+            n_mels = features.n_channels(cfg)
+            adapter = distill.FeatureAdapter(distill.feature_channels(student, n_mels),
+                                             distill.feature_channels(teachers[-1], n_mels)).to(device)
+            extra = tuple(adapter.parameters())
+    loss = distill.make_loss(teachers, {**p, "alpha": p["alpha"] if mode == "kd" else 0.0}, adapter)
+    print(f"[distill@{mode}] {p['student']} x{p['width']}: {models.n_params(student)} parameters, ~{size} B INT8 "
+          f"(budget {p['budget_bytes']}); teachers: {TEACHERS[p['teachers']] if teachers else 'none (hard labels)'}",
+          flush=True)
+    result = train.train_on_dataset(student, p, f"distill_{mode}", loss, extra_params=extra)
+    checkpoint.save(f"models/student_{mode}.pt", student, arch, kwargs, cfg, stage=f"distill@{mode}")
+    io.write_json(f"metrics/distill/{mode}.json", {
+        "params": models.n_params(student), "int8_bytes_estimate": size, "best_val_acc": result["best_val_acc"],
+        "effort": {"clip_epochs": result["clip_epochs"], "wall_s": time.time() - t0}})
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1] not in ("kd", "nokd"):
+        sys.exit("usage: python stages/distill.py kd|nokd")
+    main(sys.argv[1])

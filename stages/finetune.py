@@ -1,0 +1,22 @@
+"""finetune KEY: recover the accuracy a pruned model lost -> models/finetuned_<key>.pt."""
+import sys
+import time
+
+from kws import checkpoint, io, models, train
+
+
+def main(key):
+    p, cfg = io.params("finetune"), io.feature_config()
+    t0 = time.time()
+    model, ckpt = checkpoint.load(f"models/pruned_{key}.pt", cfg)
+    result = train.train_on_dataset(model, p, f"finetune_{key}")
+    checkpoint.save(f"models/finetuned_{key}.pt", model, ckpt["arch"], ckpt["kwargs"], cfg,
+                    stage=f"finetune@{key}", width=ckpt["info"]["width"])
+    io.write_json(f"metrics/finetune/{key}.json", {
+        "width": ckpt["info"]["width"], "params": models.n_params(model), "best_val_acc": result["best_val_acc"],
+        "effort": {"clip_epochs": result["clip_epochs"], "wall_s": time.time() - t0}})
+    print(f"[finetune@{key}] val acc {result['best_val_acc']:.4f} -> models/finetuned_{key}.pt", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,92 @@
+import math
+
+import pytest
+import torch
+
+from kws import budget, distill, models, prune
+
+
+def small_teacher(width=1.0, seed=0):
+    torch.manual_seed(seed)
+    net = models.build(*models.preset("tc_resnet8", width, 40, 12))
+    for m in net.modules():  # trained-looking BN so magnitudes differ between channels
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.weight.data.uniform_(0.2, 1.5)
+            m.running_var.data.uniform_(0.5, 2)
+    return net.eval()
+
+
+@pytest.mark.parametrize("importance", ["l1", "l2", "bn_scale", "taylor"])
+def test_pruning_removes_channels_and_keeps_the_network_whole(importance, tmp_path):
+    net = small_teacher()
+    macs0, params0 = prune.macs_and_params(net)
+    calib = (torch.randn(32, 40, 101), torch.randint(0, 12, (32,)))
+    prune.prune(net, 0.5, importance, steps=2, calib=calib)
+    kw = models.arch_kwargs(net)
+    assert kw["stem"] == 8 and [b[:2] for b in kw["blocks"]] == [[12, 12], [16, 16], [24, 24]]
+    macs1, params1 = prune.macs_and_params(net)
+    assert params1 < 0.3 * params0 and macs1 < 0.35 * macs0
+    # the architecture kwargs rebuild it exactly: a dense, consistent network
+    rebuilt = models.build("tc_resnet", kw)
+    rebuilt.load_state_dict(net.state_dict())
+    x = torch.randn(4, 40, 101)
+    torch.testing.assert_close(rebuilt.eval()(x), net(x))
+    # and it exports to ONNX that onnxruntime runs the same
+    from kws import export
+    path = tmp_path / "pruned.onnx"
+    export.to_onnx(rebuilt, x[:1], path)
+    torch.testing.assert_close(torch.as_tensor(export.ort_logits(path, x)), net(x).detach(), atol=1e-4, rtol=1e-4)
+
+
+def test_prune_widths_follow_the_ratio():
+    assert prune.widths(0.5) == {"wide": 0.75, "narrow": 0.5}
+    w = prune.widths(0.6)
+    assert math.isclose(w["wide"], 0.7) and math.isclose(w["narrow"], 0.4)
+    with pytest.raises(ValueError, match="prune.ratio"):
+        prune.widths(1.2)
+    with pytest.raises(ValueError, match="prune.importance"):
+        prune.prune(small_teacher(), 0.5, "random-ish")
+
+
+def test_kd_loss_matches_hand_computation():
+    s = torch.tensor([[1.0, 0.0, -1.0]])
+    t = torch.tensor([[0.0, 2.0, 0.0]])
+    y = torch.tensor([0])
+    T, alpha = 2.0, 0.25
+    ps = [math.exp(v / T) for v in (1.0, 0.0, -1.0)]
+    ps = [v / sum(ps) for v in ps]
+    pt = [math.exp(v / T) for v in (0.0, 2.0, 0.0)]
+    pt = [v / sum(pt) for v in pt]
+    kl = sum(a * math.log(a / b) for a, b in zip(pt, ps))
+    ce = -math.log(math.exp(1) / (math.exp(1) + 1 + math.exp(-1)))
+    expected = (1 - alpha) * ce + alpha * T * T * kl
+    assert distill.kd_loss(s, t, y, alpha, T).item() == pytest.approx(expected, rel=1e-6)
+    assert distill.kd_loss(s, t, y, 0.0, T).item() == pytest.approx(ce, rel=1e-6)
+
+
+def test_feature_hint_adapter_shapes():
+    student = models.build(*models.preset("bc_resnet", 1.0, 40, 12))
+    teacher = small_teacher()
+    a = distill.FeatureAdapter(distill.feature_channels(student, 40), distill.feature_channels(teacher, 40))
+    x = torch.randn(2, 40, 101)
+    t_feats = teacher.features(x)
+    assert a(student.features(x), t_feats.shape[-1]).shape == t_feats.shape
+    loss = distill.make_loss([teacher], {"alpha": 0.5, "temperature": 4.0, "feature_weight": 1.0}, a)
+    loss(student, x, torch.tensor([0, 1])).backward()
+    assert a.proj.weight.grad is not None
+
+
+def test_budget_refuses_a_student_over_50kb():
+    big = models.build(*models.preset("tc_resnet8", 1.0, 40, 12))
+    with pytest.raises(ValueError, match="over the budget of 51200"):
+        budget.check(big, 51200, "student")
+    small = models.build(*models.preset("tc_resnet14", 0.5, 40, 12))
+    assert budget.check(small, 51200, "student") < 51200
+
+
+def test_budget_cli_exit_code(tmp_path):
+    from kws import checkpoint, features
+    arch, kw = models.preset("tc_resnet8", 1.0, 40, 12)
+    checkpoint.save(tmp_path / "big.pt", models.build(arch, kw), arch, kw, features.make_config())
+    assert budget.main([str(tmp_path / "big.pt")]) == 1
+    assert budget.main([str(tmp_path / "big.pt"), "--budget", "100000"]) == 0
