@@ -16,11 +16,12 @@ def logits_fn(model_path, feature_config):
     return lambda x: train.logits_of(model, x)
 
 
-def headline(m, prefix=""):
+def headline(m):
     """The few figures worth a row in `dvc metrics diff`; the rest goes to details.json."""
     v, t = m["far_at_frr_val_thresholds"], m["far_at_frr_test_thresholds"]
     return {"top1": m["top1"],
             "far_macro": v["far_macro"], "frr_macro": v["frr_macro"], "far_worst": v["far_worst"],
+            "worst_keyword": v["worst_keyword"],
             "far_filler": v["far_filler_macro"], "far_macro_test_thr": t["far_macro"]}
 
 

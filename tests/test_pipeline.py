@@ -16,6 +16,9 @@ TINY = {
     "data": {"synthetic": {"speakers": 24, "other_words": 3}},
     "features": {"calib_clips": 64},
     "teacher": {"epochs": 2, "batch_size": 64},
+    "finetune": {"epochs": 1, "batch_size": 64},
+    "distill": {"epochs": 1, "batch_size": 64},
+    "qat": {"epochs": 1, "batch_size": 64, "min_parity": 0.9},
 }
 
 
@@ -44,17 +47,49 @@ def repo(tmp_path_factory):
     run(["git", "init", "-q"], d)
     run(["dvc", "init", "-q"], d)
     run(["dvc", "config", "core.analytics", "false"], d)
-    run(["git", "add", "-A"], d)
-    run(["git", "-c", "user.name=ci", "-c", "user.email=ci@localhost", "commit", "-qm", "tiny"], d)
+    commit(d, "tiny pipeline")
     return d
+
+
+def commit(repo, message):
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=ci", "-c", "user.email=ci@localhost", "commit", "-qm", message], repo)
 
 
 def test_dvc_repro_runs_the_dag_and_caches(repo):
     run(["dvc", "repro"], repo)
-    head = json.loads((repo / "metrics/eval/teacher.json").read_text())
-    assert 0 <= head["top1"] <= 1 and 0 <= head["far_macro"] <= 1
+    summary = json.loads((repo / "metrics/summary.json").read_text())
+    assert set(summary["models"]) == {"teacher", "pruned_wide", "pruned_narrow", "student_nokd", "student_kd",
+                                      "student_ptq", "student_qat"}
+    for name, row in summary["models"].items():
+        assert 0 <= row["top1"] <= 1 and 0 <= row["far_macro"] <= 1, name
+        assert row["sram_planned"] >= row["sram_liveness"] > 0, name
+    m = summary["models"]
+    assert m["pruned_narrow"]["params"] < m["pruned_wide"]["params"] < m["teacher"]["params"]
+    assert m[summary["deployed"]]["int8_bytes"] < 51200
     assert (repo / "metrics/eval/teacher/det.csv").exists()
     assert (repo / "dvclive/teacher/plots/metrics/val_acc.tsv").exists()
-    assert (repo / "dvc.lock").exists()
+    assert (repo / "models/qat/feature_config.json").exists()
+    memo = (repo / "memo/MEMO.md").read_text()
+    assert summary["deployed"] in memo or m[summary["deployed"]]["label"] in memo
+    assert all((repo / "memo" / f"{p}.png").stat().st_size > 10_000 for p in ("accuracy_vs_size", "det"))
     again = run(["dvc", "repro"], repo)
     assert "Data and pipelines are up to date" in again, again
+
+
+def test_changing_the_prune_ratio_reruns_only_pruning_onwards(repo):
+    out = run(["dvc", "status"], repo)
+    assert "changed" not in out
+    commit(repo, "baseline run")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["prune"]["ratio"] = 0.6
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    before = json.loads((repo / "metrics/summary.json").read_text())["models"]
+    log = run(["dvc", "repro"], repo)
+    ran = {line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")}
+    assert {"prune@wide", "finetune@wide", "prune@narrow", "finetune@narrow", "distill", "qat", "summary"} <= ran
+    assert not ran & {"fetch", "features", "teacher", "evaluate@teacher", "baseline"}
+    after = json.loads((repo / "metrics/summary.json").read_text())["models"]
+    assert after["pruned_narrow"]["params"] < before["pruned_narrow"]["params"]  # width 0.4 < 0.5
+    diff = run(["dvc", "metrics", "diff", "--md"], repo)
+    assert "models.pruned_narrow.params" in diff and "models.pruned_narrow.top1" in diff, diff

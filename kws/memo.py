@@ -1,0 +1,440 @@
+"""The decision memo: five plots, a one-page MEMO.md and a self-contained memo.html, built from
+metrics/summary.json plus the DET and confusion rows of the teacher and the deployed model.
+Every number in the memo is read from those files; none is typed in here."""
+import base64
+import html
+import json
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: the stage runs headless
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
+
+from kws.sources import CLASSES, KEYWORDS  # noqa: E402
+
+NEEDED = ["teacher", "pruned_wide", "pruned_narrow", "student_nokd", "student_kd", "student_ptq", "student_qat"]
+KEYS = ["label", "step", "precision", "macs", "int8_bytes", "sram_liveness", "sram_planned", "latency_int8_ms", "top1",
+        "far_macro", "far_worst", "worst_keyword", "frr_macro", "far_filler", "effort"]  # per model, all used
+PLOTS = ["accuracy_vs_size.png", "far_vs_size.png", "accuracy_vs_effort.png", "det.png", "confusion_deployed.png"]
+MIN_CLIPS_FOR_FRR = 100  # one miss in fewer than 100 clips is already more than a 1% miss rate
+DPI = 150
+PLAIN = FuncFormatter(lambda v, _: f"{v:g}")  # log-axis ticks as 0.1, 1, 10 rather than 10^-1, 10^0, 10^1
+COLORS = {"fp32": "tab:blue", "int8": "tab:green"}
+DEPLOYED_COLOR = "crimson"
+
+
+# ---------------------------------------------------------------- inputs
+
+def read_summary(metrics_dir):
+    path = Path(metrics_dir) / "summary.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the summary stage writes it (dvc repro summary)")
+    s = json.loads(path.read_text())
+    missing = [m for m in NEEDED if m not in s.get("models", {})]
+    if missing:
+        raise KeyError(f"{path} lacks models {missing}; the memo compares all of {NEEDED}")
+    if s["deployed"] not in s["models"]:
+        raise KeyError(f"{path}: deployed model {s['deployed']!r} is not among its models")
+    for name, m in s["models"].items():
+        if set(KEYS) - set(m):
+            raise KeyError(f"{path}: model {name} lacks {sorted(set(KEYS) - set(m))}")
+    return s
+
+
+def chain_edges(models):
+    """(parent, child) pairs of the compression chain, read from the stages each model's effort adds
+    up: a model's parent is the one whose stages are the longest proper prefix of its own."""
+    steps = {name: m["effort"]["steps"] for name, m in models.items()}
+    edges = []
+    for child, own in steps.items():
+        parents = [p for p, s in steps.items() if len(s) < len(own) and own[:len(s)] == s]
+        if parents:
+            edges.append((max(parents, key=lambda p: len(steps[p])), child))
+    return edges
+
+
+def read_eval_csv(metrics_dir, model, name):
+    path = Path(metrics_dir) / "eval" / model / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the evaluate@{model} stage writes it")
+    return pd.read_csv(path)
+
+
+# ---------------------------------------------------------------- number formats (one place, so all agree)
+
+def kb(n_bytes):
+    return f"{n_bytes / 1024:.1f} KB"
+
+
+def pct(x, decimals=1):
+    return f"{100 * x:.{decimals}f}%"
+
+
+def far(x):
+    return pct(x, 2)
+
+
+def macs(n):
+    return f"{n / 1e6:.2f} M"
+
+
+def effort(m):
+    e = m["effort"]
+    return f"{e['clip_epochs'] / 1000:.0f}k clip-epochs, {e['wall_s'] / 60:.0f} min"
+
+
+def change(delta, decimals, up="gained", down="lost"):
+    """'gained 1.2 pp' / 'lost 0.3 pp' / 'no change' for a delta in fractions, worded by its sign
+    after rounding, so a delta that prints as 0.0 is never called a gain or a loss."""
+    size = round(abs(100 * delta), decimals)
+    if size == 0:
+        return "no change"
+    return f"{up if delta > 0 else down} {size:.{decimals}f} pp"
+
+
+# ---------------------------------------------------------------- plots
+
+def place_labels(ax, points, texts, bold=(), avoid=(), fontsize=8):
+    """Label every point at the first free spot near it: beside it (right, then left), shifted a line
+    up or down at a time when crowded, then straight above or below. A spot is free when its text
+    overlaps no other label, no marker, nothing in `avoid` (display-space boxes) and stays inside the
+    axes. Points are labelled top to bottom, trying upward shifts first, so stacked labels keep their
+    points' order and leader lines (drawn for labels moved off their point) do not cross."""
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    px = ax.figure.dpi / 72  # points -> pixels
+    xy = [ax.transData.transform(p) for p in points]
+    radius = [8 if i in bold else 4 for i in range(len(points))]  # marker half-size (points); bold: the ring
+    taken = [Bbox.from_bounds(*(c - r * px), 2 * r * px, 2 * r * px) for c, r in zip(xy, radius)] + list(avoid)
+
+    def annotate(i, dx, dy, **arrow):
+        return ax.annotate(texts[i], points[i], xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                           fontweight="bold" if i in bold else "normal",
+                           ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                           va="center" if dx else "bottom" if dy > 0 else "top",
+                           bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.8), **arrow)
+
+    for i in sorted(range(len(points)), key=lambda i: -xy[i][1]):
+        r = radius[i]
+        spots = [(side * (r + 3 if k == 0 else r + 8), 12 * k) for k in (0, 1, -1, 2, -2, 3, -3, 4, -4)
+                 for side in (1, -1)] + [(0, r + 12), (0, -r - 12), (0, r + 26), (0, -r - 26)]
+        for dx, dy in spots:
+            a = annotate(i, dx, dy)
+            box = a.get_window_extent(renderer).padded(1.5 * px)  # no leader line yet: the text alone
+            fits = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
+            if fits and not any(box.overlaps(t) for t in taken):
+                break
+            a.remove()
+        else:  # nowhere free: the closest spot, overlapping
+            dx, dy = spots[0]
+            a = annotate(i, dx, dy)
+            box = a.get_window_extent(renderer)
+        if dy or abs(dx) > r + 3:  # moved off its point: show which point it names
+            a.remove()
+            annotate(i, dx, dy, arrowprops=dict(arrowstyle="-", color="0.55", lw=0.6, shrinkA=1, shrinkB=r))
+        taken.append(box)
+
+
+def segment_boxes(ax, a, b, n=16):
+    """Small display-space boxes along the line a-b (data coordinates), so labels keep off it."""
+    (x0, y0), (x1, y1) = ax.transData.transform([a, b])
+    return [Bbox.from_bounds(x0 + t * (x1 - x0) - 2, y0 + t * (y1 - y0) - 2, 4, 4) for t in np.linspace(0, 1, n)]
+
+
+def new_axes(figsize):
+    fig = plt.figure(figsize=figsize, dpi=DPI)
+    # fixed margins, not tight_layout: labels are placed in pixels, so the axes must not move afterwards
+    ax = fig.add_axes([0.11, 0.13, 0.85, 0.78])
+    return fig, ax
+
+
+def save(fig, path):
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.1)
+    plt.close(fig)
+
+
+def scatter_models(ax, s, x, y):
+    """Every model as a point coloured by precision; the deployed one ringed. Returns the legend."""
+    for name in s["models"]:
+        ax.scatter(x[name], y[name], s=36, color=COLORS[s["models"][name]["precision"]], zorder=3, clip_on=False)
+    d = s["deployed"]
+    ax.scatter(x[d], y[d], s=260, facecolors="none", edgecolors=DEPLOYED_COLOR, linewidths=2, zorder=4)
+    handles = [plt.Line2D([], [], ls="", marker="o", color=COLORS["fp32"], label="FP32 model"),
+               plt.Line2D([], [], ls="", marker="o", color=COLORS["int8"], label="INT8 model"),
+               plt.Line2D([], [], ls="", marker="o", ms=11, mfc="none", mec=DEPLOYED_COLOR, mew=2, label="deployed")]
+    return ax.legend(handles=handles, loc="best", fontsize=8, framealpha=0.9)
+
+
+def plot_vs_size(s, key, ylabel, title, path):
+    """One metric against INT8 flash, with the budget line: the trade-off leadership decides on."""
+    names = list(s["models"])
+    x = {m: s["models"][m]["int8_bytes"] / 1024 for m in names}
+    y = {m: 100 * s["models"][m][key] for m in names}
+    budget = s["budget_bytes"] / 1024
+    fig, ax = new_axes((7, 4.6))
+    positive = [v for v in y.values() if v > 0]
+    log = bool(positive) and max(positive) / min(positive) > 10  # values spanning decades
+    zeros = [m for m in names if y[m] <= 0]
+    if log:
+        # log axes cannot show 0: zero-FAR models sit on a floor below the smallest positive value
+        y = {m: max(v, min(positive) / 3) for m, v in y.items()}
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(PLAIN)
+    ax.set_xlim(0, max(max(x.values()), budget) * 1.25)
+    lo, hi = min(y.values()), max(y.values())
+    if log:
+        ax.set_ylim(lo / 2.5, hi * 2.5)
+    else:  # both metrics are percentages: keep the axis within 0..100
+        pad = max(hi - lo, 1.0) * 0.35
+        ax.set_ylim(max(lo - pad, 0), min(hi + pad, 100))
+    ax.axvspan(budget, ax.get_xlim()[1], color="0.93", zorder=0)
+    ax.axvline(budget, color=DEPLOYED_COLOR, ls="--", lw=1.2)
+    budget_text = ax.text(budget, 0.98, f" {budget:g} KB budget", transform=ax.get_xaxis_transform(),
+                          color=DEPLOYED_COLOR, fontsize=9, va="top", ha="left")
+    legend = scatter_models(ax, s, x, y)
+    labels = [s["models"][m]["label"] + (": 0, drawn at the floor" if log and m in zeros else "") for m in names]
+    renderer = fig.canvas.get_renderer()
+    place_labels(ax, [(x[m], y[m]) for m in names], labels, bold={names.index(s["deployed"])},
+                 avoid=[legend.get_window_extent(renderer), budget_text.get_window_extent(renderer)])
+    ax.set_xlabel("INT8 flash: weights + biases + quantization parameters (KB)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    save(fig, path)
+
+
+def plot_effort(s, path):
+    """Top-1 against cumulative training compute, with arrows along the compression chain."""
+    ms = s["models"]
+    names = list(ms)
+    x = {m: ms[m]["effort"]["clip_epochs"] / 1000 for m in names}
+    y = {m: 100 * ms[m]["top1"] for m in names}
+    fig, ax = new_axes((7.5, 5))
+    ax.set_xlim(0, max(x.values()) * 1.3)
+    lo, hi = min(y.values()), max(y.values())
+    pad = max(hi - lo, 1.0) * 0.4
+    ax.set_ylim(lo - pad, hi + pad)
+    edges = chain_edges(ms)
+    for a, b in edges:
+        ax.annotate("", (x[b], y[b]), (x[a], y[a]),
+                    arrowprops=dict(arrowstyle="-|>", color="0.6", lw=1, shrinkA=6, shrinkB=6))
+    legend = scatter_models(ax, s, x, y)
+    labels = [f"{ms[m]['step']}: {ms[m]['label']}\n{ms[m]['effort']['wall_s'] / 60:.0f} min wall" for m in names]
+    arrows = [box for a, b in edges for box in segment_boxes(ax, (x[a], y[a]), (x[b], y[b]))]
+    place_labels(ax, [(x[m], y[m]) for m in names], labels, bold={names.index(s["deployed"])},
+                 avoid=[legend.get_window_extent(fig.canvas.get_renderer())] + arrows, fontsize=7)
+    ax.set_xlabel("cumulative training compute from the teacher on (thousand clip-epochs)")
+    ax.set_ylabel("top-1 accuracy on test (%)")
+    ax.set_title("Accuracy vs cumulative training compute, along the compression chain")
+    ax.grid(alpha=0.3)
+    save(fig, path)
+
+
+def plot_det(det, s, path):
+    """Pooled DET curves (FRR vs FAR, both in %), teacher against the deployed student."""
+    fig, ax = new_axes((6.5, 4.6))
+    for model, color in [("teacher", COLORS["fp32"]), (s["deployed"], DEPLOYED_COLOR)]:
+        d = det[model][det[model]["keyword"] == "pooled"].sort_values("far")
+        ax.plot(100 * d["far"], 100 * d["frr"], color=color, lw=1.8, label=s["models"][model]["label"])
+    ax.set_xscale("log")
+    # symlog: a DET that reaches 0% misses stays on the plot instead of dropping off a log axis
+    ax.set_yscale("symlog", linthresh=0.1, linscale=0.5)
+    ax.set_ylim(-0.01, 100)  # just below 0, so a curve at zero misses is not hidden by the axis
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(PLAIN)
+    max_frr = 100 * s["max_frr"]
+    ax.axhline(max_frr, color="0.3", ls="--", lw=1)
+    ax.text(ax.get_xlim()[0], max_frr, f"  {max_frr:g}% FRR operating point", va="bottom", fontsize=8, color="0.3")
+    ax.set_xlabel("false accepts: FAR (% of non-keyword clips, log)")
+    ax.set_ylabel("misses: FRR (% of keyword clips, symlog)")
+    ax.set_title("DET on test, pooled over the ten keywords (lower-left is better)")
+    ax.legend(fontsize=8, loc="upper right")
+    ax.grid(alpha=0.3, which="both")
+    save(fig, path)
+
+
+def plot_confusion(conf, label, path):
+    """Counts in the cells, colours normalized per actual class (rows) so rare classes read alike."""
+    unknown = sorted((set(conf["actual"]) | set(conf["predicted"])) - set(CLASSES))
+    if unknown:
+        raise ValueError(f"confusion rows name classes {unknown} outside {CLASSES}")
+    counts = pd.crosstab(conf["actual"], conf["predicted"]).reindex(index=CLASSES, columns=CLASSES, fill_value=0)
+    rows = counts.to_numpy()
+    share = rows / np.maximum(rows.sum(1, keepdims=True), 1)
+    fig = plt.figure(figsize=(6.8, 5.8), dpi=DPI)
+    ax = fig.add_axes([0.16, 0.15, 0.7, 0.75])
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i, j in np.ndindex(rows.shape):
+        if rows[i, j]:
+            ax.text(j, i, rows[i, j], ha="center", va="center", fontsize=7,
+                    color="white" if share[i, j] > 0.6 else "black")
+    ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(CLASSES)), CLASSES, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("actual class")
+    ax.set_title(f"Confusion matrix of {label}: {len(conf)} test clips, "
+                 f"top-1 {pct(np.trace(rows) / rows.sum())}", fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03).set_label("share of the actual class (row)")
+    save(fig, path)
+
+
+# ---------------------------------------------------------------- memo text
+
+def clips_per_keyword(conf):
+    return int(conf["actual"].value_counts().reindex(KEYWORDS, fill_value=0).min())
+
+
+def next_steps(s, n_kw):
+    ms, d = s["models"], s["models"][s["deployed"]]
+    steps = []
+    if d["int8_bytes"] > s["budget_bytes"]:
+        steps.append(f"The deployed model is {kb(d['int8_bytes'] - s['budget_bytes'])} over budget: pick a smaller "
+                     "`distill.width` or `distill.student`.")
+    if ms["student_qat"]["top1"] <= ms["student_ptq"]["top1"]:
+        delta = change(ms["student_qat"]["top1"] - ms["student_ptq"]["top1"], 1)
+        steps.append(f"QAT did not beat PTQ (top-1 {delta}): tune QAT (epochs, learning rate) or drop the stage.")
+    if ms["student_kd"]["top1"] <= ms["student_nokd"]["top1"]:
+        steps.append("Distillation did not beat the no-KD twin: revisit `distill.alpha`/`temperature` or teachers.")
+    if n_kw < MIN_CLIPS_FOR_FRR:
+        steps.append(f"Grow the test set to >= {MIN_CLIPS_FOR_FRR} clips per keyword (now {n_kw}) before quoting "
+                     f"FAR at {pct(s['max_frr'], 0)} FRR.")
+    if d["frr_macro"] > s["max_frr"]:
+        steps.append(f"Validation thresholds give {pct(d['frr_macro'])} test FRR, above the {pct(s['max_frr'], 0)} "
+                     "target: set thresholds on a larger validation set.")
+    if s["dataset"]["source"] == "synthetic":
+        steps.append("Re-run on real speech: `dvc exp run -S data.source=speech_commands`.")
+    headroom = s["budget_bytes"] - d["int8_bytes"]
+    if headroom > 0.2 * s["budget_bytes"]:
+        steps.append(f"{kb(headroom)} of flash is unused: a wider student (`distill.width`) may buy accuracy back.")
+    return steps
+
+
+def memo_markdown(s, n_kw):
+    ms, name = s["models"], s["deployed"]
+    d, t = ms[name], ms["teacher"]
+    ds, budget = s["dataset"], s["budget_bytes"]
+    op = f"FAR@{pct(s['max_frr'], 0)}FRR"
+    fits = d["int8_bytes"] <= budget
+    lines = [f"# Keyword spotter under a {kb(budget)} flash budget: decision memo", "",
+             f"*Generated from `metrics/summary.json` by the `memo` stage; FAR is the false-accept rate at "
+             f"{pct(s['max_frr'], 0)} FRR (miss rate), macro mean over the ten keywords.*", "",
+             f"**Data:** {ds['source']} corpus, split by {ds['split_by']}: {ds['train_clips']} train / "
+             f"{ds['val_clips']} validation / {ds['test_clips']} test clips.", ""]
+    if ds["source"] == "synthetic":
+        lines += ["> **Warning: synthetic speech (espeak-ng voices).** Absolute accuracy and FAR do not transfer to "
+                  "real speech; only the comparisons between models are meaningful.", ""]
+    lines += ["## Recommendation", "",
+              f"{'Ship' if fits else '**Do not ship yet:**'} **{d['label']}** (`{name}`): {kb(d['int8_bytes'])} "
+              f"INT8 flash, {'within' if fits else '**over**'} the {kb(budget)} budget "
+              f"({pct(d['int8_bytes'] / budget, 0)}); peak SRAM {kb(d['sram_liveness'])} (liveness), "
+              f"{kb(d['sram_planned'])} planned arena; {macs(d['macs'])} MACs; {d['latency_int8_ms']:.2f} ms INT8 "
+              f"(host CPU latency proxy). Top-1 {pct(d['top1'])}, {op} {far(d['far_macro'])}, versus the teacher's "
+              f"{pct(t['top1'])} and {far(t['far_macro'])} at {kb(t['int8_bytes'])} INT8 "
+              f"(the teacher needs {t['int8_bytes'] / d['int8_bytes']:.1f}x the flash and "
+              f"{t['macs'] / d['macs']:.1f}x the MACs).",
+              "",
+              "## All models", "",
+              f"| model | step | INT8 flash | peak SRAM | MACs | top-1 | {op} | cumulative effort |",
+              "|---|---|--:|--:|--:|--:|--:|--:|"]
+    for m, r in ms.items():
+        mark = " **(deployed)**" if m == name else ""
+        lines.append(f"| {r['label']}{mark} | {r['step']} | {kb(r['int8_bytes'])} | {kb(r['sram_liveness'])} | "
+                     f"{macs(r['macs'])} | {pct(r['top1'])} | {far(r['far_macro'])} | {effort(r)} |")
+    w, n, nokd, kd, ptq, qat = (ms[k] for k in ["pruned_wide", "pruned_narrow", "student_nokd", "student_kd",
+                                                "student_ptq", "student_qat"])
+    lines += ["", "## What each step bought", "",
+              f"- **Pruning + fine-tuning:** {kb(t['int8_bytes'])} → {kb(w['int8_bytes'])} (wide) → "
+              f"{kb(n['int8_bytes'])} (narrow); top-1 {change(n['top1'] - t['top1'], 1)}, "
+              f"FAR {change(n['far_macro'] - t['far_macro'], 2, 'rose', 'fell')} (teacher → narrow).",
+              f"- **Distillation** vs the same student without KD: top-1 {change(kd['top1'] - nokd['top1'], 1)}, "
+              f"FAR {change(kd['far_macro'] - nokd['far_macro'], 2, 'rose', 'fell')}.",
+              f"- **QAT vs PTQ** (same INT8 size): top-1 {change(qat['top1'] - ptq['top1'], 1)}, "
+              f"FAR {change(qat['far_macro'] - ptq['far_macro'], 2, 'rose', 'fell')}; PTQ vs its FP32 student: "
+              f"top-1 {change(ptq['top1'] - kd['top1'], 1)}.",
+              "", "## Risks", "",
+              f"- At the operating point the deployed model false-accepts {far(d['far_macro'])} of non-keyword clips "
+              f"on average, {far(d['far_worst'])} for the worst keyword (\"{d['worst_keyword']}\"); "
+              f"{far(d['far_filler'])} on silence/unknown alone. Test FRR at validation thresholds: "
+              f"{pct(d['frr_macro'])} (target {pct(s['max_frr'], 0)}).",
+              f"- Test-set size: {n_kw} clips per keyword, so one miss is {pct(1 / n_kw)} FRR; a "
+              f"{pct(s['max_frr'], 0)} FRR is only resolvable with >= {MIN_CLIPS_FOR_FRR} clips per keyword "
+              f"({'met' if n_kw >= MIN_CLIPS_FOR_FRR else 'not met: treat FAR figures as rough'}).",
+              "", "## Next steps", ""]
+    lines += [f"- {step}" for step in next_steps(s, n_kw)]
+    lines += ["", "## Figures", "",
+              "| | |", "|---|---|",
+              "| ![accuracy vs size](accuracy_vs_size.png) | ![FAR vs size](far_vs_size.png) |",
+              "| ![accuracy vs effort](accuracy_vs_effort.png) | ![DET curves](det.png) |",
+              "| ![confusion matrix of the deployed model](confusion_deployed.png) | |", ""]
+    return "\n".join(lines)
+
+
+def inline(text, out_dir):
+    """Markdown inline markup to HTML, with images embedded as data URIs (one file to mail around)."""
+    def image(m):
+        data = base64.b64encode((Path(out_dir) / m.group(2)).read_bytes()).decode()
+        return f'<img alt="{m.group(1)}" src="data:image/png;base64,{data}" width="100%">'
+    text = html.escape(text, quote=False)
+    text = re.sub(r"!\[([^]]*)\]\(([^)]+)\)", image, text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+    text = re.sub(r"\*(.+?)\*", r"<i>\1</i>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+def memo_html(markdown, out_dir):
+    """The few markdown forms memo_markdown writes: headings, paragraphs, a quote, lists, tables."""
+    body, block = [], None
+    for line in markdown.splitlines() + [""]:
+        kind = "table" if line.startswith("|") else "ul" if line.startswith("- ") else None
+        if kind != block:
+            body += [f"</{block}>"] if block else []
+            body += [f"<{kind}>"] if kind else []
+            first_row, block = True, kind
+        if kind == "table":
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if not all(c and set(c) <= set("-:") for c in cells):  # not the |---| separator row
+                tag = "th" if first_row else "td"
+                body.append("<tr>" + "".join(f"<{tag}>{inline(c, out_dir)}</{tag}>" for c in cells) + "</tr>")
+                first_row = False
+        elif kind == "ul":
+            body.append(f"<li>{inline(line[2:], out_dir)}</li>")
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{inline(line[level:].strip(), out_dir)}</h{level}>")
+        elif line.startswith("> "):
+            body.append(f"<blockquote>{inline(line[2:], out_dir)}</blockquote>")
+        elif line:
+            body.append(f"<p>{inline(line, out_dir)}</p>")
+    style = ("body{font-family:sans-serif;max-width:60em;margin:auto;font-size:14px} table{border-collapse:collapse}"
+             " td,th{border:1px solid #ccc;padding:2px 6px} blockquote{background:#fff3cd;padding:4px 10px;margin:0}")
+    return (f"<!doctype html>\n<meta charset='utf-8'>\n<title>KWS decision memo</title>\n<style>{style}</style>\n"
+            + "\n".join(body) + "\n")
+
+
+# ---------------------------------------------------------------- the stage's job
+
+def write_memo(metrics_dir="metrics", out_dir="memo"):
+    """Write the five plots, MEMO.md and memo.html into out_dir; return the list of files written."""
+    s = read_summary(metrics_dir)
+    name = s["deployed"]
+    det = {m: read_eval_csv(metrics_dir, m, "det.csv") for m in ("teacher", name)}
+    conf = read_eval_csv(metrics_dir, name, "confusion.csv")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    op = f"{pct(s['max_frr'], 0)} FRR"
+    plot_vs_size(s, "top1", "top-1 accuracy on test (%)", "Accuracy vs INT8 flash", out / PLOTS[0])
+    plot_vs_size(s, "far_macro", f"FAR at {op} (% of non-keyword clips)",
+                 f"False accepts at {op} vs INT8 flash (lower is better)", out / PLOTS[1])
+    plot_effort(s, out / PLOTS[2])
+    plot_det(det, s, out / PLOTS[3])
+    plot_confusion(conf, s["models"][name]["label"], out / PLOTS[4])
+    text = memo_markdown(s, clips_per_keyword(conf))
+    (out / "MEMO.md").write_text(text)
+    (out / "memo.html").write_text(memo_html(text, out))
+    return [out / p for p in PLOTS] + [out / "MEMO.md", out / "memo.html"]

@@ -1,0 +1,152 @@
+"""INT8 quantization the way microcontroller runtimes (TFLite Micro / CMSIS-NN) run a model:
+int8 weights, symmetric per output channel in [-127, 127]; int8 activations, per tensor, with a
+zero point; int32 bias at scale s_in * s_w; Conv+BN(+ReLU) folded.
+
+Both routes end in a QDQ ONNX file that onnxruntime runs:
+- PTQ: onnxruntime.quantization.quantize_static on the fp32 export (BN already folded by it).
+- QAT: PyTorch 2 export (PT2E) QAT from torchao: the traced model trains with fake-quant and
+  BN folded into the conv weights, `convert_pt2e` gives the torch quantized reference, and the
+  dynamo exporter writes that same graph as QDQ ONNX, so the learned ranges carry over as is.
+"""
+import copy
+import operator
+import warnings
+
+import numpy as np
+import torch
+from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                      quantize_static)
+from torchao.quantization.pt2e import allow_exported_model_train_eval, disable_observer, enable_observer
+from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+
+from kws import export
+
+# torchao 0.18 ships the XNNPACK quantizer only under torchao.testing (its maintained copy lives
+# in executorch, too heavy a dependency). Its scheme is exactly the TFLite int8 one above; the
+# x86/arm inductor quantizers in torchao proper use uint8 activations or per-tensor weights.
+from torchao.testing.pt2e._xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+
+
+class _Features(CalibrationDataReader):
+    """Feeds calibration clips to quantize_static in batches."""
+
+    def __init__(self, features, input_name, batch_size):
+        features = np.asarray(features, dtype=np.float32)
+        self.batches = iter([{input_name: features[i:i + batch_size]} for i in range(0, len(features), batch_size)])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+def ptq(fp32_onnx_path, int8_onnx_path, calib_features, batch_size=64, method=CalibrationMethod.MinMax):
+    """Post-training static INT8 quantization of an fp32 ONNX model (from export.to_onnx).
+    Activation ranges come from running `calib_features` [N, n_mels, T] through the model.
+    quant_pre_process is skipped: the dynamo export is already shape-inferred and BN-folded,
+    and the quantized graph came out identical with it."""
+    if len(calib_features) == 0:
+        raise ValueError("ptq: calib_features is empty")
+    input_name = export.session(fp32_onnx_path).get_inputs()[0].name
+    quantize_static(str(fp32_onnx_path), str(int8_onnx_path), _Features(calib_features, input_name, batch_size),
+                    quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8, calibrate_method=method)
+    return int8_onnx_path
+
+
+def prepare_qat(model, example_input):
+    """fp32 model -> PT2E graph with fake-quant on weights and activations, BN folded into the
+    conv weights during training (BN keeps updating its statistics). Train it like the fp32
+    model, switching modes with set_train_mode. `model` is copied (torch.export would share
+    its parameters)."""
+    args, dynamic_shapes = export.dynamic_batch(example_input)
+    graph = torch.export.export(copy.deepcopy(model).train(), args, dynamic_shapes=dynamic_shapes).module()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "XNNPACKQuantizer is deprecated")  # see the import
+        quantizer = XNNPACKQuantizer()
+    quantizer.set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
+    qat_model = prepare_qat_pt2e(graph, quantizer)
+    allow_exported_model_train_eval(qat_model)
+    return qat_model
+
+
+def set_train_mode(qat_model, on):
+    """train(on) for a QAT graph (its patched train() swaps BN between batch and running
+    statistics), with the range observers on only while training: in eval the fake-quant ranges
+    stay fixed, so validation passes neither move them nor see ranges that move."""
+    qat_model.train(on)
+    qat_model.apply(enable_observer if on else disable_observer)
+
+
+def _round_bias_to_int32(reference):
+    """Round every Conv/Linear bias fed by quantized input and weights to its int32 grid
+    (scale s_in * s_w per output channel). The XNNPACK scheme leaves bias float, but MCU kernels,
+    ORT's quantize_static and onnxruntime at load (WeightBiasQuantization) use int32; without
+    this the torch reference drifts from them (BC-ResNet parity 0.96 instead of 1.0).
+    Hand-written: torchao's bias qspec only covers a bias the conv had before BN folding."""
+    qd = torch.ops.quantized_decomposed
+    for node in reference.graph.nodes:
+        if node.target not in (torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default,
+                               torch.ops.aten.linear.default) or len(node.args) < 3 or node.args[2] is None:
+            continue
+        x, w, b = node.args[:3]
+        if x.target != qd.dequantize_per_tensor.default or w.target != qd.dequantize_per_channel.default:
+            continue
+        bias = operator.attrgetter(b.target)(reference)
+        scale = x.args[1] * operator.attrgetter(w.args[1].target)(reference)
+        with torch.no_grad():
+            bias.copy_(torch.round(bias / scale) * scale)
+
+
+def convert_qat(qat_model):
+    """Trained QAT graph -> torch quantized reference: int8 weights with BN folded in, the
+    learned activation ranges, int32-grid bias, quantize/dequantize ops that simulate the
+    integer arithmetic. Fixed cost ~20-30 s on 2 cores: torchao traces its conv+BN patterns."""
+    qat_model.eval()
+    reference = convert_pt2e(qat_model)
+    _round_bias_to_int32(reference)
+    allow_exported_model_train_eval(reference)
+    reference.eval()
+    reference.training = False  # the patched eval() leaves the flag the ONNX exporter warns on
+    return reference
+
+
+def qat(model, example_input, train_fn):
+    """Quantization-aware training from a (trained) fp32 model: `train_fn(qat_model)` runs the
+    training loop in place (optimizer over qat_model.parameters(), modes via set_train_mode);
+    returns the torch quantized reference."""
+    qat_model = prepare_qat(model, example_input)
+    train_fn(qat_model)
+    return convert_qat(qat_model)
+
+
+def to_int8_onnx(reference, example_input, path):
+    """Write the torch quantized reference as a single-file QDQ ONNX model, saved after
+    onnxruntime's basic (hardware-independent) rewrites: they store each float Conv/Gemm bias as
+    int32 + DequantizeLinear at scale s_in * s_w, as ORT's PTQ output and MCU kernels have it
+    (lossless: convert_qat already rounded the bias to that grid)."""
+    export.to_onnx(reference, example_input, path, atol=None)
+    export.session(path, save_optimized_to=path)
+    return path
+
+
+def torch_logits(model, features, batch_size=256):
+    """Logits of a torch model (fp32, QAT graph or quantized reference) over features, in batches."""
+    features = torch.as_tensor(np.asarray(features, dtype=np.float32))
+    with torch.no_grad():
+        return torch.cat([model(features[i:i + batch_size]) for i in range(0, len(features), batch_size)]).numpy()
+
+
+def parity(int8_onnx_path, reference, features, batch_size=256):
+    """Share of clips whose top-1 class agrees between onnxruntime (INT8 file) and `reference`
+    (a torch model, e.g. convert_qat's output, or a callable features -> logits as numpy)."""
+    got = export.ort_logits(int8_onnx_path, features, batch_size).argmax(1)
+    want = (torch_logits(reference, features, batch_size) if isinstance(reference, torch.nn.Module)
+            else np.asarray(reference(features))).argmax(1)
+    return float((got == want).mean())
+
+
+def set_train_mode(qat_model, on):
+    """train/eval switch for the shared training loop: observers learn ranges only while
+    training, so validation clips never move the quantization ranges."""
+    from torchao.quantization.pt2e import disable_observer, enable_observer
+    qat_model.train(on)
+    qat_model.apply(enable_observer if on else disable_observer)

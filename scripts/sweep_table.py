@@ -1,0 +1,141 @@
+"""Table and plot of a parameter sweep run as DVC experiments (by default prune.ratio):
+
+    dvc exp run --queue -S prune.ratio=0.3,0.5,0.6,0.7
+    dvc queue start                  # `dvc queue status` until nothing is Queued or Running
+    python scripts/sweep_table.py    # -> memo/sweep.csv, memo/sweep.png
+
+It reads `dvc exp show --json` (or a saved copy: --json FILE). That output is a list: the uncommitted
+workspace first, then each baseline commit, each as {rev, name, data, error, experiments}; an
+experiment is {name, executor: {state: queued|running|success|failed} or null when run in the
+workspace, revs: [{rev, name, data, error}]}; `data` holds params[params.yaml].data and
+metrics[metrics/summary.json].data (or .error while the run has not written it). Baselines and
+finished experiments give one row per (run, model); a failed run still carries stale metrics, so
+it is skipped by its state and error, never by its metrics.
+"""
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+SUMMARY = "metrics/summary.json"
+PARAMS = "params.yaml"
+UNFINISHED = {"queued", "running", "failed"}
+FIGURES = [("int8_bytes", 1 / 1024, "INT8 flash (KB)"), ("top1", 100, "top-1 accuracy (%)"),
+           ("far_macro", 100, "FAR at 1% FRR (%)")]  # (column, scale, axis label)
+
+
+def exp_show(json_file=None, all_commits=False):
+    if json_file:
+        path = Path(json_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found (expected the output of `dvc exp show --json`)")
+        return json.loads(path.read_text())
+    cmd = ["dvc", "exp", "show", "--json"] + (["--all-commits"] if all_commits else [])
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed: {r.stderr.strip()}")
+    return json.loads(r.stdout)
+
+
+def runs(show):
+    """(name, rev entry, executor state) of every baseline commit and experiment; the workspace is
+    skipped: it is uncommitted and may be mid-edit."""
+    for base in show:
+        if base["rev"] == "workspace":
+            continue
+        yield base["name"] or base["rev"][:7], base, None
+        for exp in base.get("experiments") or []:
+            state = (exp.get("executor") or {}).get("state")
+            for rev in exp["revs"]:
+                yield rev["name"] or rev["rev"][:7], rev, state
+
+
+def why_unfinished(rev, state):
+    """None for a run whose summary can be used, else the reason it cannot."""
+    if rev.get("error"):
+        return rev["error"].get("msg") or "error"
+    if state in UNFINISHED:
+        return state
+    metrics = ((rev.get("data") or {}).get("metrics") or {}).get(SUMMARY, {})
+    if "data" not in metrics:
+        return (metrics.get("error") or {}).get("msg") or f"no {SUMMARY}"
+    return None
+
+
+def param(data, dotted):
+    value = data["params"].get(PARAMS, {}).get("data", {})
+    for key in dotted.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise KeyError(f"{PARAMS} of run {data['rev']} has no parameter {dotted}")
+        value = value[key]
+    return value
+
+
+def table(show, param_name):
+    """One row per (finished run, model), newest run per parameter value; plus [(run, why skipped)]."""
+    rows, skipped = [], []
+    for name, rev, state in runs(show):
+        why = why_unfinished(rev, state)
+        if why:
+            skipped.append((name, why))
+            continue
+        data = rev["data"]
+        for model, m in data["metrics"][SUMMARY]["data"]["models"].items():
+            rows.append({"run": name, "rev": data["rev"][:7], "timestamp": data["timestamp"],
+                         param_name: param(data, param_name), "model": model, "int8_bytes": m["int8_bytes"],
+                         "top1": m["top1"], "far_macro": m["far_macro"], "clip_epochs": m["effort"]["clip_epochs"],
+                         "wall_s": m["effort"]["wall_s"]})
+    if not rows:
+        raise SystemExit("no finished run with metrics in `dvc exp show`; see `dvc queue status`"
+                         + "".join(f"\n  skipped {n}: {w}" for n, w in skipped))
+    df = pd.DataFrame(rows)
+    # a value run twice (the baseline and an experiment, or a re-run): the newest run stands for it
+    kept = df.sort_values("timestamp", kind="stable").drop_duplicates([param_name, "model"], keep="last")
+    skipped += [(n, f"older run at the same {param_name}") for n in sorted(set(df["run"]) - set(kept["run"]))]
+    return kept.sort_values(param_name, kind="stable").reset_index(drop=True), skipped  # models in summary order
+
+
+def plot(df, param_name, path):
+    """INT8 flash, top-1 and FAR against the swept parameter, one line per model."""
+    fig, axes = plt.subplots(1, len(FIGURES), figsize=(13, 4), dpi=150)
+    for ax, (column, scale, label) in zip(axes, FIGURES):
+        for model, d in df.groupby("model", sort=False):
+            ax.plot(d[param_name], scale * d[column], marker="o", label=model)
+        ax.set_xlabel(param_name)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Sweep over {param_name}: {df[param_name].nunique()} finished runs", fontsize=11)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))  # room below for one legend shared by the three panels
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="CSV and plot of a DVC experiment sweep")
+    ap.add_argument("--json", help="saved `dvc exp show --json` output instead of running dvc")
+    ap.add_argument("--param", default="prune.ratio", help="the swept parameter in params.yaml (dotted)")
+    ap.add_argument("--all-commits", action="store_true", help="include experiments of every commit, not only HEAD")
+    ap.add_argument("--out", default="memo", help="folder for sweep.csv and sweep.png")
+    a = ap.parse_args(argv)
+    df, skipped = table(exp_show(a.json, a.all_commits), a.param)
+    for name, why in skipped:
+        print(f"skipped {name}: {why}", file=sys.stderr)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "sweep.csv", index=False)
+    plot(df, a.param, out / "sweep.png")
+    print(df.pivot(index=a.param, columns="model", values="top1").round(4).to_string())
+    print(f"-> {out / 'sweep.csv'}, {out / 'sweep.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""qat: quantization-aware training of the distilled student (PT2E fake-quant, BN folded), its
+INT8 QDQ ONNX, and the parity check against the torch quantized model -> models/qat/."""
+import time
+from pathlib import Path
+
+from kws import checkpoint, io, quant, train
+
+OUT = Path("models/qat")
+
+
+def main():
+    p, cfg = io.params("qat"), io.feature_config()
+    t0 = time.time()
+    model, _ = checkpoint.load("models/student_kd.pt", cfg)
+    calib_x, _ = io.load_split("calib")
+    test_x, _ = io.load_split("test")
+    example = calib_x[:8]
+    result = {}
+
+    def train_fn(qat_model):
+        result.update(train.train_on_dataset(qat_model, p, "qat", set_train=quant.set_train_mode))
+
+    reference = quant.qat(model, example, train_fn)
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = quant.to_int8_onnx(reference, example, OUT / "student_qat.int8.onnx")
+    io.write_json(OUT / "feature_config.json", cfg)
+    agree = quant.parity(path, reference, test_x.numpy())
+    io.write_json("metrics/qat.json", {"parity": agree, "best_val_acc": result["best_val_acc"],
+                                       "effort": {"clip_epochs": result["clip_epochs"], "wall_s": time.time() - t0}})
+    if agree < p["min_parity"]:
+        raise SystemExit(f"[qat] onnxruntime INT8 agrees with the torch quantized model on {agree:.2%} of test clips, "
+                         f"below qat.min_parity={p['min_parity']:.2%}; {path} is not trustworthy")
+    print(f"[qat] {path}: parity with the torch quantized model {agree:.2%}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""summary: every model's accuracy, FAR, footprint and effort in one table -> metrics/summary.json
+(what `dvc metrics diff` compares between experiments) and metrics/summary.csv."""
+import pandas as pd
+
+from kws import io, summary
+
+
+def main():
+    s = summary.build(io.read_json("data/dataset/report.json"), io.params("evaluate")["max_frr"],
+                      io.params("distill")["budget_bytes"])
+    io.write_json("metrics/summary.json", s)
+    table = pd.DataFrame.from_dict(s["models"], orient="index").drop(columns=["effort", "label"])
+    table["clip_epochs"] = [r["effort"]["clip_epochs"] for r in s["models"].values()]
+    table["wall_s"] = [r["effort"]["wall_s"] for r in s["models"].values()]
+    table.to_csv("metrics/summary.csv", index_label="model", float_format="%.6g")
+    cols = ["int8_bytes", "sram_liveness", "sram_planned", "macs", "top1", "far_macro", "clip_epochs"]
+    print(table[cols].to_string(float_format=lambda v: f"{v:.4f}"), flush=True)
+    print(f"[summary] deployed: {s['deployed']} -> metrics/summary.json", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+import json
+import struct
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kws import chain, memo
+from kws.sources import CLASSES, KEYWORDS
+
+CLIPS_PER_CLASS = 41  # 492 test clips / 12 classes, as the synthetic default gives
+DET_GRID = np.logspace(-4, 0, 60)
+
+# name: params, MACs, INT8 bytes, SRAM (liveness, planned), top-1, FAR macro, worst keyword
+MODELS = {
+    "teacher": (65180, 1563264, 67652, (5656, 5656), 0.9898, 0.0, "off"),
+    "pruned_wide": (37260, 930300, 39412, (4242, 4608), 0.9837, 0.0011, "go"),
+    "pruned_narrow": (17012, 421640, 18230, (2828, 3072), 0.9634, 0.0046, "no"),
+    "student_nokd": (34868, 612480, 36925, (3712, 4096), 0.9512, 0.0078, "off"),
+    "student_kd": (34868, 612480, 36925, (3712, 4096), 0.9695, 0.0035, "off"),
+    "student_ptq": (34868, 612480, 36925, (3712, 4096), 0.9672, 0.0041, "off"),
+    "student_qat": (34868, 612480, 36925, (3712, 4096), 0.9654, 0.0049, "off"),
+}
+DEPLOYED = "student_ptq"  # the better INT8 student, as kws.summary picks it: here QAT lost to PTQ
+STAGE_EFFORT = {"teacher": (113040, 880.0), "prune/wide": (0, 1.5), "finetune/wide": (56520, 820.0),
+                "prune/narrow": (0, 1.2), "finetune/narrow": (56520, 810.0), "distill/kd": (113040, 1400.0),
+                "distill/nokd": (113040, 1100.0), "export": (0, 6.0), "qat": (18840, 240.0)}  # clip-epochs, s
+
+
+def model_entry(name):
+    """One model of summary.json, with its label, step and stages from kws.chain as the summary stage does."""
+    params, macs, int8, sram, top1, far, worst = MODELS[name]
+    _, label, step, stages = chain.MODELS[name]
+    return {"label": label, "step": step, "precision": "int8" if name in chain.INT8 else "fp32", "params": params,
+            "macs": macs, "fp32_bytes": 4 * params, "int8_bytes": int8, "sram_liveness": sram[0],
+            "sram_planned": sram[1], "latency_fp32_ms": round(macs / 1.1e7, 3),
+            "latency_int8_ms": round(macs / 0.8e7, 3),
+            "top1": top1, "far_macro": far, "frr_macro": 0.012, "far_worst": round(far * 2.6, 4),
+            "worst_keyword": worst, "far_filler": round(far / 2, 4), "far_macro_test_thr": round(far * 0.7, 4),
+            "effort": {"clip_epochs": sum(STAGE_EFFORT[s][0] for s in stages),
+                       "wall_s": sum(STAGE_EFFORT[s][1] for s in stages), "steps": stages}}
+
+
+def det_rows(scale, seed):
+    """A staircase DET per keyword: FRR falls with FAR in steps of one clip, reaching 0."""
+    rng = np.random.default_rng(seed)
+    rows, pooled = [], np.zeros_like(DET_GRID)
+    for k in KEYWORDS:
+        frr = np.floor(CLIPS_PER_CLASS * scale * rng.uniform(0.5, 1.5) * DET_GRID ** -0.45) / CLIPS_PER_CLASS
+        frr = np.clip(frr, 0, 1)
+        pooled += frr / len(KEYWORDS)
+        rows += [{"keyword": k, "far": a, "frr": b} for a, b in zip(DET_GRID, frr)]
+    return rows + [{"keyword": "pooled", "far": a, "frr": b} for a, b in zip(DET_GRID, pooled)]
+
+
+def confusion_rows(errors, seed):
+    """CLIPS_PER_CLASS test clips per class, `errors` of them mislabelled to random classes."""
+    rng = np.random.default_rng(seed)
+    actual = np.repeat(CLASSES, CLIPS_PER_CLASS)
+    predicted = actual.copy()
+    wrong = rng.choice(len(actual), errors, replace=False)
+    predicted[wrong] = rng.choice(CLASSES, errors)
+    return pd.DataFrame({"actual": actual, "predicted": predicted})
+
+
+def write_metrics(root, **overrides):
+    """A metrics/ tree as the pipeline writes it: summary.json plus DET/confusion of every model."""
+    summary = {"dataset": {"source": "synthetic", "root": "data/cache/synthetic-400x3", "split_by": "speaker hash",
+                           "test_clips": 12 * CLIPS_PER_CLASS, "val_clips": 540, "train_clips": 3768},
+               "max_frr": 0.01, "budget_bytes": 51200, "deployed": DEPLOYED,
+               "models": {name: model_entry(name) for name in MODELS}}
+    summary.update(overrides)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "summary.json").write_text(json.dumps(summary, indent=2))
+    for i, name in enumerate(MODELS):
+        d = root / "eval" / name
+        d.mkdir(parents=True)
+        pd.DataFrame(det_rows(0.002 * (1 + i), i)).to_csv(d / "det.csv", index=False)
+        confusion_rows(round(len(CLASSES) * CLIPS_PER_CLASS * (1 - MODELS[name][4])), i).to_csv(
+            d / "confusion.csv", index=False)
+    return summary
+
+
+def png_size(path):
+    """(width, height) from the PNG header, which also proves the file is a PNG."""
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+@pytest.fixture(scope="module")
+def memo_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("memo")
+    write_metrics(root / "metrics")
+    memo.write_memo(root / "metrics", root / "memo")
+    return root / "memo"
+
+
+def test_every_plot_is_a_legible_png(memo_dir):
+    for name in memo.PLOTS:
+        w, h = png_size(memo_dir / name)
+        assert 700 <= w <= 2000 and 500 <= h <= 1500, f"{name}: {w}x{h} px"
+        assert (memo_dir / name).stat().st_size > 20_000
+
+
+def test_memo_quotes_the_summary(memo_dir):
+    text = (memo_dir / "MEMO.md").read_text()
+    # deployed student_ptq: 36925 B, top-1 0.9672, FAR 0.0041; teacher 67652 B, 0.9898
+    assert "Ship **Student, KD + PTQ INT8** (`student_ptq`): 36.1 KB INT8 flash, within the 50.0 KB budget" in text
+    assert "Top-1 96.7%, FAR@1%FRR 0.41%, versus the teacher's 99.0% and 0.00% at 66.1 KB INT8" in text
+    assert "peak SRAM 3.6 KB (liveness), 4.0 KB planned arena; 0.61 M MACs" in text
+    assert "**Data:** synthetic corpus, split by speaker hash: 3768 train / 540 validation / 492 test clips" in text
+    assert "Warning: synthetic speech" in text
+    assert '1.07% for the worst keyword ("off")' in text
+    assert "41 clips per keyword, so one miss is 2.4% FRR" in text and "not met" in text
+    assert "| Student, KD + PTQ INT8 **(deployed)** | PTQ | 36.1 KB |" in text
+    for png in memo.PLOTS:
+        assert f"]({png})" in text
+    assert "nan" not in text.lower()
+    assert len(text.splitlines()) <= 55  # one page
+
+
+def test_deltas_are_worded_by_sign(memo_dir):
+    text = (memo_dir / "MEMO.md").read_text()
+    # QAT 96.54% < PTQ 96.72% (FAR 0.49% > 0.41%); KD 96.95% > no-KD 95.12% (FAR 0.35% < 0.78%)
+    assert "**QAT vs PTQ** (same INT8 size): top-1 lost 0.2 pp, FAR rose 0.08 pp" in text
+    assert "without KD: top-1 gained 1.8 pp, FAR fell 0.43 pp" in text
+    assert "top-1 lost 2.6 pp, FAR rose 0.46 pp (teacher → narrow)" in text
+    assert "QAT did not beat PTQ (top-1 lost 0.2 pp)" in text
+    assert memo.change(0.00004, 1) == "no change" and memo.change(-0.012, 1, "rose", "fell") == "fell 1.2 pp"
+
+
+def test_chain_follows_the_stages_behind_each_model():
+    models = {name: model_entry(name) for name in MODELS}
+    assert sorted(memo.chain_edges(models)) == sorted([
+        ("teacher", "pruned_wide"), ("pruned_wide", "pruned_narrow"), ("pruned_narrow", "student_kd"),
+        ("student_kd", "student_ptq"), ("student_kd", "student_qat")])  # the no-KD student stands alone
+
+
+def test_html_is_self_contained(memo_dir):
+    page = (memo_dir / "memo.html").read_text()
+    assert page.count("data:image/png;base64,") == len(memo.PLOTS)
+    assert "<table>" in page and "<b>Student, KD + PTQ INT8</b>" in page and 'src="accuracy' not in page
+
+
+def test_real_data_and_over_budget(tmp_path):
+    s = write_metrics(tmp_path / "metrics")
+    s["models"][DEPLOYED]["int8_bytes"] = 53000
+    write_metrics(tmp_path / "real", models=s["models"],
+                  dataset={**s["dataset"], "source": "speech_commands", "split_by": "official lists"})
+    memo.write_memo(tmp_path / "real", tmp_path / "memo")
+    text = (tmp_path / "memo" / "MEMO.md").read_text()
+    assert "Warning" not in text and "speech_commands corpus, split by official lists" in text
+    assert "**Do not ship yet:**" in text and "**over** the 50.0 KB budget (104%)" in text
+    assert "The deployed model is 1.8 KB over budget" in text
+
+
+def test_missing_inputs_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="summary.json"):
+        memo.write_memo(tmp_path / "metrics", tmp_path / "memo")
+    s = write_metrics(tmp_path / "metrics")
+    (tmp_path / "metrics" / "eval" / DEPLOYED / "det.csv").unlink()
+    with pytest.raises(FileNotFoundError, match=f"{DEPLOYED}/det.csv"):
+        memo.write_memo(tmp_path / "metrics", tmp_path / "memo")
+    del s["models"]["teacher"]["worst_keyword"]
+    (tmp_path / "metrics" / "summary.json").write_text(json.dumps(s))
+    with pytest.raises(KeyError, match="teacher lacks \\['worst_keyword'\\]"):
+        memo.write_memo(tmp_path / "metrics", tmp_path / "memo")

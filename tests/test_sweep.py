@@ -1,0 +1,53 @@
+"""scripts/sweep_table.py on `dvc exp show --json` output captured from dvc 3.67.1 in a scratch repo
+(a toy stage writing a summary.json shaped like the real one): baseline `master` at prune.ratio 0.5,
+one experiment run in the workspace (0.4), queued runs 0.3/0.5/0.6/0.7 and a failing 0.95.
+exp_show_done.json: after `dvc queue start` finished; exp_show_running.json: while 0.7 ran and
+0.95 was still queued."""
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SCRIPT = Path(__file__).parents[1] / "scripts" / "sweep_table.py"
+spec = importlib.util.spec_from_file_location("sweep_table", SCRIPT)
+sweep = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sweep)
+
+
+def load(name):
+    return sweep.exp_show(FIXTURES / name)
+
+
+def test_finished_runs_one_per_ratio():
+    df, skipped = sweep.table(load("exp_show_done.json"), "prune.ratio")
+    assert sorted(df["prune.ratio"].unique()) == [0.3, 0.4, 0.5, 0.6, 0.7]
+    assert len(df) == 5 * 7 and df.groupby("prune.ratio")["run"].nunique().eq(1).all()
+    # 0.5 is both the baseline and an experiment: the newer experiment stands for it
+    assert df[df["prune.ratio"] == 0.5]["run"].unique().tolist() == ["pushy-loss"]
+    assert dict(skipped) == {"cynic-emus": "Experiment run failed", "master": "older run at the same prune.ratio"}
+    narrow = df[(df["model"] == "pruned_narrow") & (df["prune.ratio"] == 0.7)].iloc[0]
+    assert narrow["int8_bytes"] == 6088 and narrow["top1"] == pytest.approx(0.9508)
+    assert narrow["clip_epochs"] == 226080 and narrow["run"] == "faced-kyat"
+    assert df["model"].iloc[:3].tolist() == ["teacher", "pruned_wide", "pruned_narrow"]  # summary order
+
+
+def test_running_and_queued_runs_are_skipped():
+    df, skipped = sweep.table(load("exp_show_running.json"), "prune.ratio")
+    assert sorted(df["prune.ratio"].unique()) == [0.3, 0.4, 0.5, 0.6]
+    assert ("faced-kyat", "running") in skipped and ("cynic-emus", "queued") in skipped
+
+
+def test_missing_param_and_file_are_named(tmp_path):
+    with pytest.raises(KeyError, match="no parameter prune.nope"):
+        sweep.table(load("exp_show_done.json"), "prune.nope")
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        sweep.exp_show(tmp_path / "missing.json")
+
+
+def test_main_writes_csv_and_png(tmp_path):
+    sweep.main(["--json", str(FIXTURES / "exp_show_done.json"), "--out", str(tmp_path)])
+    df = pd.read_csv(tmp_path / "sweep.csv")
+    assert {"run", "prune.ratio", "model", "int8_bytes", "top1", "far_macro", "clip_epochs", "wall_s"} <= set(df)
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
