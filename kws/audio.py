@@ -16,7 +16,7 @@ class BadAudio(ValueError):
 
 def read_clip(path, sample_rate=16000, clip_samples=16000, resample=True):
     """int16 [clip_samples]. Wrong rates are resampled (or refused with resample=False); stereo,
-    empty, corrupt and silent-by-construction files are refused."""
+    empty, truncated and corrupt files are refused."""
     data, rate = read_raw(path)
     if data.shape[1] != 1:
         raise BadAudio(f"{path}: {data.shape[1]} channels, expected mono")

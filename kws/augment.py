@@ -4,14 +4,18 @@ import torch
 
 
 def time_shift(wave, max_shift, gen):
-    """Shift each clip by a uniform integer in [-max_shift, max_shift] samples, zero-filled."""
+    """Shift each clip by a uniform integer in [-max_shift, max_shift] samples, zero-filled.
+    A slice copy per clip: several times faster than one big gather with a [B, S] index."""
     if max_shift <= 0:
         return wave
     b, n = wave.shape
-    shift = torch.randint(-max_shift, max_shift + 1, (b, 1), generator=gen)
-    padded = torch.nn.functional.pad(wave, (max_shift, max_shift))
-    idx = torch.arange(n).unsqueeze(0) + max_shift - shift
-    return padded.gather(1, idx)
+    out = torch.zeros_like(wave)
+    for i, s in enumerate(torch.randint(-max_shift, max_shift + 1, (b,), generator=gen).tolist()):
+        if s >= 0:
+            out[i, s:] = wave[i, :n - s]
+        else:
+            out[i, :n + s] = wave[i, -s:]
+    return out
 
 
 def mix_noise(wave, noise, prob, max_volume, gen):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from kws import models
+from kws import features, models
 from kws.sources import CLASSES
 
 
@@ -38,3 +38,14 @@ def load(path, feature_config=None):
     except RuntimeError as e:
         raise ValueError(f"{path}: weights do not fit {ckpt['arch']} {ckpt['kwargs']}: {e}") from None
     return model.eval(), ckpt
+
+
+def adopt(path, feature_config):
+    """A trained model we received: it must load, match our classes and feature config, and map
+    one clip of our features to one score per class."""
+    model, ckpt = load(path, feature_config)
+    with torch.no_grad():
+        out = model(torch.zeros(1, features.n_channels(feature_config), features.n_frames(feature_config)))
+    if tuple(out.shape) != (1, len(CLASSES)):
+        raise ValueError(f"{path}: output shape {tuple(out.shape)} for one clip, expected (1, {len(CLASSES)})")
+    return model, ckpt

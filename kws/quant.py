@@ -143,10 +143,3 @@ def parity(int8_onnx_path, reference, features, batch_size=256):
             else np.asarray(reference(features))).argmax(1)
     return float((got == want).mean())
 
-
-def set_train_mode(qat_model, on):
-    """train/eval switch for the shared training loop: observers learn ranges only while
-    training, so validation clips never move the quantization ranges."""
-    from torchao.quantization.pt2e import disable_observer, enable_observer
-    qat_model.train(on)
-    qat_model.apply(enable_observer if on else disable_observer)

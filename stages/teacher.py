@@ -1,29 +1,20 @@
 """teacher: train TC-ResNet8 (or validate and adopt a received checkpoint) -> models/teacher.pt."""
 import time
 
-import torch
-
 from kws import checkpoint, features, io, models, train
 from kws.sources import CLASSES
 
 OUT = "models/teacher.pt"
 
 
-def adopt(path, cfg):
-    """A trained model we received: must load, match our classes and features, and run."""
-    model, ckpt = checkpoint.load(path, cfg)
-    out = model(torch.zeros(1, features.n_channels(cfg), features.n_frames(cfg)))
-    if tuple(out.shape) != (1, len(CLASSES)):
-        raise ValueError(f"teacher.checkpoint {path}: output shape {tuple(out.shape)}, expected (1, {len(CLASSES)})")
-    print(f"[teacher] adopted {path} ({ckpt['arch']}, {models.n_params(model)} parameters)", flush=True)
-    return model, ckpt["arch"], ckpt["kwargs"], {"adopted_from": str(path), "clip_epochs": 0, "wall_s": 0.0}
-
-
 def main():
     p, cfg = io.params("teacher"), io.feature_config()
     t0 = time.time()
     if p["checkpoint"]:
-        model, arch, kwargs, result = adopt(p["checkpoint"], cfg)
+        model, ckpt = checkpoint.adopt(p["checkpoint"], cfg)
+        arch, kwargs = ckpt["arch"], ckpt["kwargs"]
+        result = {"adopted_from": p["checkpoint"], "clip_epochs": 0, "wall_s": 0.0}
+        print(f"[teacher] adopted {p['checkpoint']} ({arch}, {models.n_params(model)} parameters)", flush=True)
     else:
         arch, kwargs = models.preset(p["model"], p["width"], features.n_channels(cfg), len(CLASSES))
         model = models.build(arch, kwargs)

@@ -71,3 +71,23 @@ def test_spec_mask_zeroes_bands_within_width():
     out = augment.spec_mask(feats, 1, 5, 0, 0, torch.Generator().manual_seed(0))
     zero_rows = (out == 0).all(dim=2).sum(dim=1)
     assert zero_rows.max() <= 5 and zero_rows.sum() > 0
+
+
+def test_adopting_a_received_teacher_checks_it(tmp_path):
+    cfg = features.make_config()
+    arch, kw = models.preset("tc_resnet8", 0.5, 40, 12)
+    checkpoint.save(tmp_path / "ok.pt", models.build(arch, kw), arch, kw, cfg)
+    model, ckpt = checkpoint.adopt(tmp_path / "ok.pt", cfg)
+    assert ckpt["arch"] == "tc_resnet"
+    with pytest.raises(ValueError, match="feature config differs"):
+        checkpoint.adopt(tmp_path / "ok.pt", {**cfg, "hop_ms": 20.0})
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        checkpoint.adopt(tmp_path / "missing.pt", cfg)
+
+
+def test_unknown_data_source_is_named():
+    from kws import data_source
+    with pytest.raises(ValueError, match="data.source must be one of"):
+        data_source.corpus_root({"source": "youtube"})
+    with pytest.raises(ValueError, match="data.root"):
+        data_source.corpus_root({"source": "folder", "root": ""})
