@@ -91,5 +91,5 @@ def test_changing_the_prune_ratio_reruns_only_pruning_onwards(repo):
     assert not ran & {"fetch", "features", "teacher", "evaluate@teacher", "baseline"}
     after = json.loads((repo / "metrics/summary.json").read_text())["models"]
     assert after["pruned_narrow"]["params"] < before["pruned_narrow"]["params"]  # width 0.4 < 0.5
-    diff = run(["dvc", "metrics", "diff", "--md"], repo)
+    diff = run(["dvc", "metrics", "diff", "--all", "--md"], repo)
     assert "models.pruned_narrow.params" in diff and "models.pruned_narrow.top1" in diff, diff
