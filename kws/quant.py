@@ -9,11 +9,18 @@ Both routes end in a QDQ ONNX file that onnxruntime runs:
   dynamo exporter writes that same graph as QDQ ONNX, so the learned ranges carry over as is.
 """
 import copy
+import logging
 import operator
 import warnings
 
 import numpy as np
 import torch
+
+# torchao's CPU wheel logs a warning for each CUDA-only kernel library it cannot load, and torch
+# one for an enum it registers; neither matters here and both read like failures in a stage log.
+logging.getLogger("torchao").setLevel(logging.ERROR)
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       quantize_static)
 from torchao.quantization.pt2e import allow_exported_model_train_eval, disable_observer, enable_observer
