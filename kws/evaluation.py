@@ -31,8 +31,9 @@ def evaluate_model(model_path, out_dir, name, max_frr):
     val_x, val_y = io.load_split("val")
     test_x, test_y = io.load_split("test")
     f = logits_fn(model_path, cfg)
-    m, pred = metrics.evaluate(f(val_x), val_y.numpy(), f(test_x), test_y.numpy(), max_frr)
-    test_probs = metrics.softmax(f(test_x))
+    test_logits = f(test_x)
+    m, pred = metrics.evaluate(f(val_x), val_y.numpy(), test_logits, test_y.numpy(), max_frr)
+    test_probs = metrics.softmax(test_logits)
     d = Path(out_dir) / name
     d.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(metrics.det_rows(test_probs, test_y.numpy())).to_csv(d / "det.csv", index=False)
