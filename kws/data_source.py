@@ -4,6 +4,8 @@ import json
 import shutil
 from pathlib import Path
 
+from kws import download, synth
+
 SOURCES = ("synthetic", "folder", "speech_commands")
 
 
@@ -17,7 +19,6 @@ def corpus_root(p):
             raise ValueError("data.source=folder needs data.root, a Speech Commands folder (full or test-set layout)")
         root = Path(p["root"])
     elif source == "speech_commands":
-        from kws import download
         root = Path(p["root"]) if p["root"] else download.fetch_speech_commands(Path(p["cache"]) / "speech_commands")
     else:
         root = synthetic_corpus(p["synthetic"], p["seed"], Path(p["cache"]))
@@ -27,7 +28,6 @@ def corpus_root(p):
 
 def synthetic_corpus(s, seed, cache):
     """The espeak-ng corpus for these settings, made once per settings and reused after."""
-    from kws import synth
     if s["speakers"] < 3:
         raise ValueError(f"data.synthetic.speakers must be >= 3 (one per split at least), got {s['speakers']}")
     key = hashlib.sha1(json.dumps({**s, "seed": seed}, sort_keys=True).encode()).hexdigest()[:10]

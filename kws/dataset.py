@@ -106,7 +106,11 @@ def load(out_dir):
     return np.load(out / "audio.npy", mmap_mode="r"), pd.read_csv(out / "manifest.csv", keep_default_na=False), np.load(out / "noise.npy")
 
 
+def split_index(manifest, name):
+    return np.flatnonzero(manifest["split"].to_numpy() == name)
+
+
 def split(wave, manifest, name):
     """(int16 audio, label indices) of one split."""
-    idx = np.flatnonzero(manifest["split"].to_numpy() == name)
+    idx = split_index(manifest, name)
     return wave[idx], manifest["label_index"].to_numpy()[idx]

@@ -60,7 +60,7 @@ def make_loss(teachers, p, adapter=None):
             return kd_loss(model(x), t_logits, y, p["alpha"], p["temperature"])
         s_feats = model.features(x)
         s_logits = model.head(s_feats)
-        with torch.no_grad():
+        with torch.no_grad():  # hints come from the last teacher: the narrowest, closest to the student
             t_feats = as_sequence(teachers[-1].features(x))
         hint = F.mse_loss(adapter(s_feats, t_feats.shape[-1]), t_feats)
         return kd_loss(s_logits, t_logits, y, p["alpha"], p["temperature"]) + p["feature_weight"] * hint

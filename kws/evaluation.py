@@ -3,14 +3,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from kws import checkpoint, io, metrics, train
+from kws import checkpoint, export, io, metrics, train
 
 
 def logits_fn(model_path, feature_config):
     """A function features -> logits for a .pt checkpoint or an .onnx file."""
     path = Path(model_path)
     if path.suffix == ".onnx":
-        from kws import export
         return lambda x: export.ort_logits(path, x)
     model, _ = checkpoint.load(path, feature_config)
     return lambda x: train.logits_of(model, x)

@@ -16,9 +16,10 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
+from kws.chain import MODELS  # noqa: E402
 from kws.sources import CLASSES, KEYWORDS  # noqa: E402
 
-NEEDED = ["teacher", "pruned_wide", "pruned_narrow", "student_nokd", "student_kd", "student_ptq", "student_qat"]
+NEEDED = list(MODELS)
 KEYS = ["label", "step", "precision", "macs", "int8_bytes", "sram_liveness", "sram_planned", "latency_int8_ms", "top1",
         "far_macro", "far_worst", "worst_keyword", "frr_macro", "far_filler", "effort"]  # per model, all used
 PLOTS = ["accuracy_vs_size.png", "far_vs_size.png", "accuracy_vs_effort.png", "det.png", "confusion_deployed.png"]

@@ -4,7 +4,6 @@ the exact channel counts of every layer (see `arch_kwargs`).
 
 Input to every model: log-mel features shaped [batch, n_mels, frames].
 """
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 

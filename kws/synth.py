@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-import wave
 import zlib
 from pathlib import Path
 from typing import NamedTuple
@@ -33,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.signal import firwin, resample_poly
 
+from kws.audio import read_raw, write_clip
 from kws.sources import KEYWORDS
 
 SAMPLE_RATE = 16000
@@ -224,7 +224,10 @@ class _CommandEspeak:
             subprocess.run([ESPEAK_COMMAND, "-v", speaker.voice_name, "-s", str(speaker.rate),
                             "-p", str(speaker.pitch), "-w", str(path), "--", text],
                            check=True, capture_output=True)
-            rate, samples = _read_wav(path)
+            samples, rate = read_raw(path)
+            if samples.shape[1] != 1:
+                raise RuntimeError(f"kws.synth: {ESPEAK_COMMAND} wrote {samples.shape[1]} channels, expected mono")
+            samples = samples[:, 0]
         if rate != ESPEAK_RATE:
             raise RuntimeError(f"kws.synth: {ESPEAK_COMMAND} wrote {rate} Hz, expected {ESPEAK_RATE}")
         return samples
@@ -323,20 +326,8 @@ def _write_noise(path, audio):
 # ---------------------------------------------------------------- files
 
 def _write_wav(path, audio):
-    """float audio (full scale 1.0) -> 16 kHz mono int16 wav with the plain 44-byte header."""
-    pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes(pcm.tobytes())
-
-
-def _read_wav(path):
-    with wave.open(str(path), "rb") as w:
-        if w.getnchannels() != 1 or w.getsampwidth() != 2:
-            raise RuntimeError(f"kws.synth: {path}: expected mono 16-bit PCM")
-        return w.getframerate(), np.frombuffer(w.readframes(w.getnframes()), "<i2")
+    """float audio (full scale 1.0) -> 16 kHz mono int16 wav."""
+    write_clip(path, np.clip(np.round(audio * 32767), -32768, 32767).astype(np.int16), SAMPLE_RATE)
 
 
 def _write_source(out_dir, summary):

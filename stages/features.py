@@ -12,15 +12,14 @@ def main():
     t0 = time.time()
     wave, manifest, _ = dataset.load("data/dataset")
     cfg = features.make_config(**{k: v for k, v in p.items() if k != "calib_clips"})
-    train = np.flatnonzero(manifest["split"].to_numpy() == "train")
-    cfg["mean"], cfg["std"] = features.norm_stats(dataset.split(wave, manifest, "train")[0], cfg)
+    train = dataset.split_index(manifest, "train")
+    cfg["mean"], cfg["std"] = features.norm_stats(wave[train], cfg)
     io.FEATURES.mkdir(parents=True, exist_ok=True)
     io.write_json(io.FEATURES / "config.json", cfg)
     # Calibration clips for post-training quantization: a fixed random train subset.
     rng = np.random.default_rng(0)
     calib = np.sort(rng.choice(train, size=min(p["calib_clips"], len(train)), replace=False))
-    splits = {"val": np.flatnonzero(manifest["split"].to_numpy() == "val"),
-              "test": np.flatnonzero(manifest["split"].to_numpy() == "test"), "calib": calib}
+    splits = {"val": dataset.split_index(manifest, "val"), "test": dataset.split_index(manifest, "test"), "calib": calib}
     labels = manifest["label_index"].to_numpy()
     for name, idx in splits.items():
         x = features.compute(wave[idx], cfg)
