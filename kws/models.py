@@ -4,6 +4,7 @@ the exact channel counts of every layer (see `arch_kwargs`).
 
 Input to every model: log-mel features shaped [batch, n_mels, frames].
 """
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -146,10 +147,14 @@ def bc_resnet_kwargs(width, n_mels, n_classes):
 ARCHS = {"tc_resnet": TCResNet, "bc_resnet": BCResNet}
 
 
-def build(arch, kwargs):
+def build(arch, kwargs, seed=0):
+    """The model with initial weights drawn from `seed` alone (the global RNG is left untouched),
+    so a training run repeats exactly."""
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(ARCHS)}")
-    return ARCHS[arch](**kwargs)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return ARCHS[arch](**kwargs)
 
 
 def preset(name, width, n_mels, n_classes):

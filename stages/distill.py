@@ -16,7 +16,7 @@ def main(mode):
         raise ValueError(f"distill.teachers must be one of {sorted(TEACHERS)}, got {p['teachers']!r}")
     t0 = time.time()
     arch, kwargs = models.preset(p["student"], p["width"], features.n_channels(cfg), len(CLASSES))
-    student = models.build(arch, kwargs)
+    student = models.build(arch, kwargs, p["seed"])
     size = budget.check(student, p["budget_bytes"], f"student {p['student']} x{p['width']}")
     device = train.resolve_device(p["device"])
     teachers, adapter, extra = [], None, ()

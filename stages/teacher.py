@@ -17,7 +17,7 @@ def main():
         print(f"[teacher] adopted {p['checkpoint']} ({arch}, {models.n_params(model)} parameters)", flush=True)
     else:
         arch, kwargs = models.preset(p["model"], p["width"], features.n_channels(cfg), len(CLASSES))
-        model = models.build(arch, kwargs)
+        model = models.build(arch, kwargs, p["seed"])
         print(f"[teacher] training {p['model']} x{p['width']} ({models.n_params(model)} parameters)", flush=True)
         result = train.train_on_dataset(model, p, "teacher")
     checkpoint.save(OUT, model, arch, kwargs, cfg, stage="teacher")

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -91,3 +92,24 @@ def test_unknown_data_source_is_named():
         data_source.corpus_root({"source": "youtube"})
     with pytest.raises(ValueError, match="data.root"):
         data_source.corpus_root({"source": "folder", "root": ""})
+
+
+def test_training_repeats_exactly_with_the_seed():
+    from kws import train
+    cfg = features.make_config()
+    rng = np.random.default_rng(0)
+    wave = rng.normal(0, 3000, (64, 16000)).astype(np.int16)
+    labels = rng.integers(0, 12, 64)
+    noise = rng.normal(0, 1000, (8, 16000)).astype(np.int16)
+    val_x, val_y = features.compute(wave[:16], cfg), torch.as_tensor(labels[:16])
+    p = {"epochs": 1, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.0, "seed": 3, "device": "cpu",
+         "augment": {"time_shift_ms": 100, "noise_prob": 0.8, "noise_volume": 0.1, "freq_masks": 2,
+                     "freq_mask_width": 5, "time_masks": 2, "time_mask_width": 10}}
+    states = []
+    for _ in range(2):
+        net = models.build(*models.preset("tc_resnet8", 0.5, 40, 12), seed=3)
+        train.fit(net, wave, labels, noise, cfg, val_x, val_y, p, name="repeat")
+        states.append(net.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    other = models.build(*models.preset("tc_resnet8", 0.5, 40, 12), seed=4)
+    assert not torch.equal(other.stem.weight, models.build(*models.preset("tc_resnet8", 0.5, 40, 12), seed=3).stem.weight)
