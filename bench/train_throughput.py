@@ -1,5 +1,6 @@
 """Benchmark: teacher training throughput (clips/s) on this machine, with and without the
-on-the-fly augmentation, so data preparation's share of a step is visible.
+on-the-fly augmentation, so data preparation's share of a step is visible; and the one-off
+cost of each clip's mel power spectrum, computed once by the features stage.
 
     python bench/train_throughput.py [--model tc_resnet8] [--width 1.0] [--batch 128] [--steps 30]
 """
@@ -35,8 +36,9 @@ def main():
     net = models.build(*models.preset(a.model, a.width, 40, 12))
     opt = torch.optim.AdamW(net.parameters(), 1e-3)
     gen = torch.Generator().manual_seed(0)
-    wave = (torch.randn(a.batch, 16000) * 0.1)
-    noise = torch.randn(64, 16000) * 0.05
+    wave = torch.randn(a.batch, 16000) * 0.1
+    power = features.mel_power(wave, cfg)
+    noise = features.mel_power(torch.randn(64, 16000) * 0.05, cfg)
     labels = torch.randint(0, 12, (a.batch,))
     feats = front(wave)
 
@@ -48,15 +50,17 @@ def main():
 
     def data_step():
         with torch.no_grad():
-            return augment.augment_batch(wave, noise, front, AUG, gen)
+            return augment.augment_batch(power, noise, front, AUG, gen)
 
     model_only = clips_per_s(model_step, a.batch, a.steps)
     data_only = clips_per_s(data_step, a.batch, a.steps)
     full = clips_per_s(lambda: model_step(data_step()), a.batch, a.steps)
+    spectra = clips_per_s(lambda: features.mel_power(wave, cfg), a.batch, a.steps)
     print(f"{a.model} x{a.width} ({models.n_params(net)} params), batch {a.batch}, torch threads {torch.get_num_threads()}")
     print(f"  model step only      {model_only:8.0f} clips/s")
     print(f"  augment+features     {data_only:8.0f} clips/s")
     print(f"  full training step   {full:8.0f} clips/s  (data share {full / data_only:.0%} of step time)")
+    print(f"  mel spectra (once)   {spectra:8.0f} clips/s  (STFT + mel, once per clip, in the features stage)")
 
 
 if __name__ == "__main__":

@@ -109,8 +109,3 @@ def load(out_dir):
 def split_index(manifest, name):
     return np.flatnonzero(manifest["split"].to_numpy() == name)
 
-
-def split(wave, manifest, name):
-    """(int16 audio, label indices) of one split."""
-    idx = split_index(manifest, name)
-    return wave[idx], manifest["label_index"].to_numpy()[idx]

@@ -80,7 +80,9 @@ def dct_matrix(n_mfcc, n_mels):
 
 
 class FrontEnd(torch.nn.Module):
-    """waveform [B, samples] float in [-1, 1] -> normalized features [B, channels, frames]."""
+    """waveform [B, samples] float in [-1, 1] -> normalized features [B, channels, frames], in two
+    halves: `power` (STFT -> mel power) and `finish` (log, DCT, normalization). Training
+    augments in between, so the STFT runs once per clip instead of once per clip and epoch."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -90,25 +92,40 @@ class FrontEnd(torch.nn.Module):
         if cfg["kind"] == "mfcc":
             self.register_buffer("dct", dct_matrix(cfg["n_mfcc"], cfg["n_mels"]))
 
-    def forward(self, wave):
+    def power(self, wave):
         c = self.cfg
         spec = torch.stft(wave, c["n_fft"], hop_length(c), win_length(c), self.window,
                           center=True, pad_mode="constant", return_complex=True)
-        power = spec.real ** 2 + spec.imag ** 2
-        feats = torch.log(torch.matmul(self.mel, power) + c["log_offset"])
+        return torch.matmul(self.mel, spec.real ** 2 + spec.imag ** 2)
+
+    def finish(self, power):
+        c = self.cfg
+        feats = torch.log(power + c["log_offset"])
         if c["kind"] == "mfcc":
             feats = torch.matmul(self.dct, feats)
         return (feats - c["mean"]) / c["std"]
 
+    def forward(self, wave):
+        return self.finish(self.power(wave))
 
-def compute(wave, cfg, batch_size=2048):
-    """Features of many clips (int16 or float array [N, samples]) in batches, as a float tensor."""
-    front = FrontEnd(cfg)
-    out = []
+
+def in_batches(fn, wave, channels, cfg, batch_size=256):
+    """fn applied to many clips (int16 or float array [N, samples]) batch by batch, concatenated
+    into [N, channels, frames]. Batches of 256 run fastest here (larger ones fall out of cache)."""
+    if len(wave) == 0:
+        return torch.empty(0, channels, n_frames(cfg))
     with torch.no_grad():
-        for i in range(0, len(wave), batch_size):
-            out.append(front(to_float(torch.as_tensor(wave[i:i + batch_size]))))
-    return torch.cat(out) if out else torch.empty(0, n_channels(cfg), n_frames(cfg))
+        return torch.cat([fn(to_float(torch.as_tensor(wave[i:i + batch_size]))) for i in range(0, len(wave), batch_size)])
+
+
+def compute(wave, cfg):
+    """Normalized features of many clips, as a float tensor."""
+    return in_batches(FrontEnd(cfg), wave, n_channels(cfg), cfg)
+
+
+def mel_power(wave, cfg):
+    """Mel power spectra of many clips [N, n_mels, frames]: the un-augmented start of training."""
+    return in_batches(FrontEnd(cfg).power, wave, cfg["n_mels"], cfg)
 
 
 def to_float(wave):
@@ -116,13 +133,12 @@ def to_float(wave):
     return wave.float() / 32768.0 if wave.dtype == torch.int16 else wave.float()
 
 
-def norm_stats(wave, cfg, batch_size=2048):
-    """Global mean and std of the un-normalized features of many clips (streamed, float64 sums)."""
-    raw = make_config(**{**cfg, "mean": 0.0, "std": 1.0})
-    front, total, sq, n = FrontEnd(raw), 0.0, 0.0, 0
+def norm_stats(power, cfg, batch_size=4096):
+    """Global mean and std of the un-normalized features of many mel power spectra (float64 sums)."""
+    front, total, sq, n = FrontEnd(make_config(**{**cfg, "mean": 0.0, "std": 1.0})), 0.0, 0.0, 0
     with torch.no_grad():
-        for i in range(0, len(wave), batch_size):
-            f = front(to_float(torch.as_tensor(wave[i:i + batch_size]))).double()
+        for i in range(0, len(power), batch_size):
+            f = front.finish(power[i:i + batch_size]).double()
             total, sq, n = total + f.sum().item(), sq + (f * f).sum().item(), n + f.numel()
     mean = total / n
     return mean, max((sq / n - mean * mean) ** 0.5, 1e-6)

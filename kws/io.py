@@ -34,3 +34,10 @@ def load_split(split):
     """(features [N, C, T] float, labels [N] long) of a precomputed split: val, test or calib."""
     d = torch.load(FEATURES / f"{split}.pt", weights_only=True)
     return d["x"], d["y"]
+
+
+def load_train():
+    """(mel power [N, n_mels, T], labels [N], noise mel power [M, n_mels, T]) of the train split,
+    memory-mapped: at Speech Commands scale the spectra are about a gigabyte."""
+    d = torch.load(FEATURES / "train.pt", weights_only=True, mmap=True)
+    return d["power"], d["y"], d["noise_power"]

@@ -1,6 +1,7 @@
 """The one training loop: teacher, fine-tuning, distillation and QAT all call `fit` with their
-own loss. Batches are augmented on the fly from the int16 audio matrix (no DataLoader: the
-whole batch is shifted, noised, featurized and masked in a few vectorized torch ops)."""
+own loss. Each train clip's mel power spectrum is computed once; batches are augmented from it
+on the fly (no DataLoader: the whole batch is shifted, noised, log-scaled and masked in a few
+vectorized torch ops on the CPU, then moved to the training device)."""
 import copy
 import math
 import time
@@ -9,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from dvclive import Live
 
-from kws import augment, dataset, io
-from kws.features import FrontEnd, to_float
+from kws import augment, io
+from kws.features import FrontEnd
 
 
 def resolve_device(name):
@@ -37,9 +38,10 @@ def accuracy(model, feats, labels, device="cpu"):
     return (logits_of(model, feats, device=device).argmax(1) == labels).float().mean().item()
 
 
-def fit(model, wave, labels, noise, feature_config, val_feats, val_labels, p, loss_fn=cross_entropy,
+def fit(model, power, labels, noise_power, feature_config, val_feats, val_labels, p, loss_fn=cross_entropy,
         live=None, set_train=lambda m, on: m.train(on), name="train", extra_params=()):
-    """Train `model` for p['epochs'] on int16 waveforms; keep the weights of the best validation
+    """Train `model` for p['epochs'] on mel power spectra [N, n_mels, T] (`features.mel_power`),
+    augmented with `noise_power` chunks; keep the weights of the best validation
     epoch. Returns {'best_val_acc', 'epochs', 'clip_epochs', 'wall_s', 'history'}.
 
     `p` is a params block: epochs, batch_size, lr, weight_decay, seed, device, augment.
@@ -49,25 +51,22 @@ def fit(model, wave, labels, noise, feature_config, val_feats, val_labels, p, lo
     gen = torch.Generator().manual_seed(p["seed"])
     torch.manual_seed(p["seed"])
     model.to(device)
-    front = FrontEnd(feature_config).to(device)
-    noise = to_float(torch.as_tensor(noise)).to(device)
-    wave, labels = torch.as_tensor(wave), torch.as_tensor(labels)
-    n, bs, epochs = len(wave), p["batch_size"], p["epochs"]
+    front, t_start = FrontEnd(feature_config), time.time()
+    n, bs, epochs = len(power), p["batch_size"], p["epochs"]
     steps = epochs * math.ceil(n / bs)
     trainable = [q for q in model.parameters() if q.requires_grad] + list(extra_params)
     opt = torch.optim.AdamW(trainable, lr=p["lr"], weight_decay=p["weight_decay"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p["lr"], total_steps=max(steps, 1), pct_start=0.1)
     best = {"val_acc": -1.0, "state": None, "epoch": 0}
-    history, t_start = [], time.time()
+    history = []
     for epoch in range(1, epochs + 1):
         set_train(model, True)
         t0, total_loss = time.time(), 0.0
         order = torch.randperm(n, generator=gen)
         for i in range(0, n, bs):
             idx = order[i:i + bs]
-            x = to_float(wave[idx]).to(device)
             with torch.no_grad():
-                x = augment.augment_batch(x, noise, front, p["augment"], gen)
+                x = augment.augment_batch(power[idx], noise_power, front, p["augment"], gen).to(device)
             y = labels[idx].to(device)
             loss = loss_fn(model, x, y)
             opt.zero_grad(set_to_none=True)
@@ -96,11 +95,10 @@ def fit(model, wave, labels, noise, feature_config, val_feats, val_labels, p, lo
 
 
 def train_on_dataset(model, p, name, loss_fn=cross_entropy, set_train=lambda m, on: m.train(on), extra_params=()):
-    """Load the fetched train split and clean val features, train with dvclive curves in
+    """Load the train split's mel spectra and clean val features, train with dvclive curves in
     dvclive/<name>/ (params block `p` plus the shared augment block)."""
-    wave, manifest, noise = dataset.load("data/dataset")
-    train_wave, train_labels = dataset.split(wave, manifest, "train")
+    power, labels, noise_power = io.load_train()
     val_x, val_y = io.load_split("val")
     with Live(f"dvclive/{name}", dvcyaml=None, save_dvc_exp=False) as live:
-        return fit(model, train_wave, train_labels, noise, io.feature_config(), val_x, val_y,
+        return fit(model, power, labels, noise_power, io.feature_config(), val_x, val_y,
                    {**p, "augment": io.params("augment")}, loss_fn, live, set_train, name, extra_params)

@@ -1,4 +1,5 @@
-"""features: feature config with train-set normalization, clean val/test/calibration features."""
+"""features: feature config with train-set normalization, clean val/test/calibration features,
+and the train split's mel power spectra (with the noise chunks') that training augments."""
 import time
 
 import numpy as np
@@ -10,17 +11,21 @@ from kws import dataset, features, io
 def main():
     p = io.params("features")
     t0 = time.time()
-    wave, manifest, _ = dataset.load("data/dataset")
+    wave, manifest, noise = dataset.load("data/dataset")
+    labels = manifest["label_index"].to_numpy()
     cfg = features.make_config(**{k: v for k, v in p.items() if k != "calib_clips"})
     train = dataset.split_index(manifest, "train")
-    cfg["mean"], cfg["std"] = features.norm_stats(wave[train], cfg)
+    power = features.mel_power(wave[train], cfg)
+    cfg["mean"], cfg["std"] = features.norm_stats(power, cfg)
     io.FEATURES.mkdir(parents=True, exist_ok=True)
     io.write_json(io.FEATURES / "config.json", cfg)
+    torch.save({"power": power, "y": torch.as_tensor(labels[train]), "noise_power": features.mel_power(noise, cfg)},
+               io.FEATURES / "train.pt")
+    print(f"[features] train mel power {tuple(power.shape)}, {len(noise)} noise chunks", flush=True)
     # Calibration clips for post-training quantization: a fixed random train subset.
     rng = np.random.default_rng(0)
     calib = np.sort(rng.choice(train, size=min(p["calib_clips"], len(train)), replace=False))
     splits = {"val": dataset.split_index(manifest, "val"), "test": dataset.split_index(manifest, "test"), "calib": calib}
-    labels = manifest["label_index"].to_numpy()
     for name, idx in splits.items():
         x = features.compute(wave[idx], cfg)
         torch.save({"x": x, "y": torch.as_tensor(labels[idx])}, io.FEATURES / f"{name}.pt")

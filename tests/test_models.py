@@ -43,16 +43,55 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
         checkpoint.load(tmp_path / "junk.pt")
 
 
-def test_time_shift_moves_samples_and_zero_fills():
+def test_time_shift_moves_frames_and_zero_fills():
     gen = torch.Generator().manual_seed(0)
-    wave = torch.arange(1, 11, dtype=torch.float32).repeat(50, 1)
-    out = augment.time_shift(wave, 3, gen)
-    for row in out:
+    power = torch.arange(1, 11, dtype=torch.float32).repeat(50, 3, 1)
+    out = augment.time_shift(power, 3, gen)
+    shifts = set()
+    for clip in out:
+        assert torch.equal(clip[0], clip[1])  # every mel bin moves together
+        row = clip[0]
         nz = row[row != 0]
-        first = int(torch.nonzero(row)[0])
-        shift = first if row[0] == 0 else -(int(nz[0]) - 1)
+        shift = int(torch.nonzero(row)[0]) if row[0] == 0 else -(int(nz[0]) - 1)
+        assert abs(shift) <= 3
         assert torch.equal(nz, torch.arange(1, 11, dtype=torch.float32)[max(0, -shift):10 - max(0, shift)])
-    assert len({int((r == 0).sum()) for r in out}) > 1  # several shifts drawn
+        shifts.add(shift)
+    assert len(shifts) > 3  # several shifts drawn
+
+
+def test_shift_by_whole_frames_matches_the_shifted_waveform():
+    """Away from the edges, shifting mel power by k frames equals featurizing the waveform
+    shifted by k hops: the frame shift is the waveform shift, not an approximation of it."""
+    cfg = features.make_config()
+    front = features.FrontEnd(cfg)
+    wave = torch.randn(1, 16000) * 0.1
+    hop = features.hop_length(cfg)
+    shifted_wave = torch.zeros_like(wave)
+    shifted_wave[:, 3 * hop:] = wave[:, :-3 * hop]
+    power = front.power(wave)
+    expect = front.power(shifted_wave)
+    got = power.gather(2, (torch.arange(power.shape[2]) - 3).clamp(0).expand_as(power))
+    assert torch.allclose(got[..., 5:-2], expect[..., 5:-2], rtol=1e-3, atol=1e-6)
+
+
+def test_noise_mixing_adds_scaled_noise_power():
+    gen = torch.Generator().manual_seed(0)
+    power, noise = torch.ones(200, 2, 4), torch.full((3, 2, 4), 5.0)
+    out = augment.mix_noise(power, noise, 0.5, 0.2, gen)
+    added = (out - power)[:, 0, 0]
+    assert (added >= 0).all() and (added <= 5.0 * 0.2 ** 2 + 1e-6).all()
+    assert 0.3 < (added > 0).float().mean() < 0.7  # about prob of the clips get noise
+
+
+def test_clean_augmentation_is_the_front_end():
+    """With nothing drawn, the training path equals the features the model is tested on."""
+    cfg = {**features.make_config(), "mean": -3.0, "std": 2.0}
+    front = features.FrontEnd(cfg)
+    wave = torch.randn(4, 16000) * 0.1
+    off = {"time_shift_ms": 0, "noise_prob": 0.0, "noise_volume": 0.1, "freq_masks": 0, "freq_mask_width": 5,
+           "time_masks": 0, "time_mask_width": 10}
+    got = augment.augment_batch(features.mel_power(wave, cfg), torch.zeros(0, 40, 101), front, off, torch.Generator())
+    assert torch.allclose(got, features.compute(wave, cfg), atol=1e-5)
 
 
 def test_augmentation_repeats_with_the_seed():
@@ -60,10 +99,11 @@ def test_augmentation_repeats_with_the_seed():
     front = features.FrontEnd(cfg)
     p = {"time_shift_ms": 100, "noise_prob": 0.8, "noise_volume": 0.1, "freq_masks": 2, "freq_mask_width": 5,
          "time_masks": 2, "time_mask_width": 10}
-    wave, noise = torch.randn(4, 16000) * 0.1, torch.randn(5, 16000) * 0.1
-    a = augment.augment_batch(wave, noise, front, p, torch.Generator().manual_seed(1))
-    b = augment.augment_batch(wave, noise, front, p, torch.Generator().manual_seed(1))
-    c = augment.augment_batch(wave, noise, front, p, torch.Generator().manual_seed(2))
+    power = features.mel_power(torch.randn(4, 16000) * 0.1, cfg)
+    noise = features.mel_power(torch.randn(5, 16000) * 0.1, cfg)
+    a = augment.augment_batch(power, noise, front, p, torch.Generator().manual_seed(1))
+    b = augment.augment_batch(power, noise, front, p, torch.Generator().manual_seed(1))
+    c = augment.augment_batch(power, noise, front, p, torch.Generator().manual_seed(2))
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -108,7 +148,8 @@ def test_training_repeats_exactly_with_the_seed():
     states = []
     for _ in range(2):
         net = models.build(*models.preset("tc_resnet8", 0.5, 40, 12), seed=3)
-        train.fit(net, wave, labels, noise, cfg, val_x, val_y, p, name="repeat")
+        train.fit(net, features.mel_power(wave, cfg), torch.as_tensor(labels), features.mel_power(noise, cfg), cfg,
+                  val_x, val_y, p, name="repeat")
         states.append(net.state_dict())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
     other = models.build(*models.preset("tc_resnet8", 0.5, 40, 12), seed=4)
