@@ -85,9 +85,14 @@ def macs(n):
     return f"{n / 1e6:.2f} M"
 
 
+def duration(seconds):
+    """Wall time as people say it: seconds below two minutes, minutes above."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
 def effort(m):
     e = m["effort"]
-    return f"{e['clip_epochs'] / 1000:.0f}k clip-epochs, {e['wall_s'] / 60:.0f} min"
+    return f"{e['clip_epochs'] / 1000:.0f}k clip-epochs, {duration(e['wall_s'])}"
 
 
 def change(delta, decimals, up="gained", down="lost"):
@@ -226,7 +231,7 @@ def plot_effort(s, path):
         ax.annotate("", (x[b], y[b]), (x[a], y[a]),
                     arrowprops=dict(arrowstyle="-|>", color="0.6", lw=1, shrinkA=6, shrinkB=6))
     legend = scatter_models(ax, s, x, y)
-    labels = [f"{ms[m]['step']}: {ms[m]['label']}\n{ms[m]['effort']['wall_s'] / 60:.0f} min wall" for m in names]
+    labels = [f"{ms[m]['step']}: {ms[m]['label']}\n{duration(ms[m]['effort']['wall_s'])} wall" for m in names]
     arrows = [box for a, b in edges for box in segment_boxes(ax, (x[a], y[a]), (x[b], y[b]))]
     place_labels(ax, [(x[m], y[m]) for m in names], labels, bold={names.index(s["deployed"])},
                  avoid=[legend.get_window_extent(fig.canvas.get_renderer())] + arrows, fontsize=7)

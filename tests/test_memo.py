@@ -166,3 +166,9 @@ def test_missing_inputs_are_named(tmp_path):
     (tmp_path / "metrics" / "summary.json").write_text(json.dumps(s))
     with pytest.raises(KeyError, match="teacher lacks \\['worst_keyword'\\]"):
         memo.write_memo(tmp_path / "metrics", tmp_path / "memo")
+
+
+def test_durations_read_in_seconds_or_minutes():
+    assert memo.duration(30.4) == "30 s"
+    assert memo.duration(119) == "119 s"
+    assert memo.duration(600) == "10 min"
