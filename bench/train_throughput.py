@@ -10,10 +10,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from kws import augment, features, models
-
-AUG = {"time_shift_ms": 100, "noise_prob": 0.8, "noise_volume": 0.1, "freq_masks": 2, "freq_mask_width": 5,
-       "time_masks": 2, "time_mask_width": 10}
+from kws import augment, features, io, models
 
 
 def clips_per_s(step, batch, steps):
@@ -32,6 +29,7 @@ def main():
     ap.add_argument("--steps", type=int, default=30)
     a = ap.parse_args()
     cfg = features.make_config()
+    aug = io.params("augment")  # the augmentation the pipeline trains with
     front = features.FrontEnd(cfg)
     net = models.build(*models.preset(a.model, a.width, 40, 12))
     opt = torch.optim.AdamW(net.parameters(), 1e-3)
@@ -50,7 +48,7 @@ def main():
 
     def data_step():
         with torch.no_grad():
-            return augment.augment_batch(power, noise, front, AUG, gen)
+            return augment.augment_batch(power, noise, front, aug, gen)
 
     model_only = clips_per_s(model_step, a.batch, a.steps)
     data_only = clips_per_s(data_step, a.batch, a.steps)

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kws import checkpoint, export, io, metrics, train
+from kws import checkpoint, export, io, metrics, models
 
 
 def logits_fn(model_path, feature_config):
@@ -12,7 +12,7 @@ def logits_fn(model_path, feature_config):
     if path.suffix == ".onnx":
         return lambda x: export.ort_logits(path, x)
     model, _ = checkpoint.load(path, feature_config)
-    return lambda x: train.logits_of(model, x)
+    return lambda x: models.logits(model, x)
 
 
 def headline(m):

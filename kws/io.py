@@ -30,10 +30,18 @@ def feature_config():
     return read_json(FEATURES / "config.json")
 
 
+def save_split(split, x, y):
+    torch.save({"x": x, "y": y}, FEATURES / f"{split}.pt")
+
+
 def load_split(split):
     """(features [N, C, T] float, labels [N] long) of a precomputed split: val, test or calib."""
     d = torch.load(FEATURES / f"{split}.pt", weights_only=True)
     return d["x"], d["y"]
+
+
+def save_train(power, y, noise_power):
+    torch.save({"power": power, "y": y, "noise_power": noise_power}, FEATURES / "train.pt")
 
 
 def load_train():

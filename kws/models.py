@@ -175,5 +175,12 @@ def arch_kwargs(model):
             "stem": model.stem.out_channels, "blocks": blocks, "kernel": model.blocks[0].conv1.kernel_size[0]}
 
 
+@torch.no_grad()
+def logits(model, feats, batch_size=1024, device="cpu"):
+    """Logits [N, classes] of a torch model (in eval mode) over features [N, C, T], in batches, on the CPU."""
+    model.eval()
+    return torch.cat([model(feats[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(feats), batch_size)])
+
+
 def n_params(model):
     return sum(p.numel() for p in model.parameters())

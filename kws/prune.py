@@ -34,7 +34,7 @@ def prune(model, width, importance="l1", steps=1, calib=None):
     if importance == "taylor" and calib is None:
         raise ValueError("taylor importance needs calibration features for its gradients")
     model.eval()
-    example = torch.zeros(1, model.stem.in_channels, 101)
+    example = torch.zeros(1, model.stem.in_channels, 101)  # tracing only: channel coupling is the same at any length
     pruner = tp.pruner.MetaPruner(model, example, importance=IMPORTANCE[importance](), pruning_ratio=1 - width,
                                   iterative_steps=steps, ignored_layers=[model.fc])
     for _ in range(steps):
@@ -46,6 +46,7 @@ def prune(model, width, importance="l1", steps=1, calib=None):
     return model
 
 
-def macs_and_params(model, n_frames=101):
+def macs_and_params(model, n_frames):
+    """MACs of one clip of `n_frames` feature frames, and parameters, as torch-pruning counts them."""
     macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, model.stem.in_channels, n_frames))
     return int(macs), int(params)

@@ -26,7 +26,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from torchao.quantization.pt2e import allow_exported_model_train_eval, disable_observer, enable_observer
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
-from kws import export
+from kws import export, models
 
 # torchao 0.18 ships the XNNPACK quantizer only under torchao.testing (its maintained copy lives
 # in executorch, too heavy a dependency). Its scheme is exactly the TFLite int8 one above; the
@@ -135,18 +135,11 @@ def to_int8_onnx(reference, example_input, path):
     return path
 
 
-def torch_logits(model, features, batch_size=256):
-    """Logits of a torch model (fp32, QAT graph or quantized reference) over features, in batches."""
-    features = torch.as_tensor(np.asarray(features, dtype=np.float32))
-    with torch.no_grad():
-        return torch.cat([model(features[i:i + batch_size]) for i in range(0, len(features), batch_size)]).numpy()
-
-
 def parity(int8_onnx_path, reference, features, batch_size=256):
     """Share of clips whose top-1 class agrees between onnxruntime (INT8 file) and `reference`
     (a torch model, e.g. convert_qat's output, or a callable features -> logits as numpy)."""
     got = export.ort_logits(int8_onnx_path, features, batch_size).argmax(1)
-    want = (torch_logits(reference, features, batch_size) if isinstance(reference, torch.nn.Module)
-            else np.asarray(reference(features))).argmax(1)
+    want = (models.logits(reference, torch.as_tensor(np.asarray(features, dtype=np.float32)), batch_size).numpy()
+            if isinstance(reference, torch.nn.Module) else np.asarray(reference(features))).argmax(1)
     return float((got == want).mean())
 

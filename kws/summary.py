@@ -20,9 +20,8 @@ def effort(stages):
 
 
 def model_row(name, latency_runs):
-    path, label, step, stages = chain.MODELS[name]
-    torch_file = path if path.endswith(".pt") else chain.MODELS["student_kd"][0]
-    n_params = models.n_params(checkpoint.load(torch_file)[0])
+    _, label, step, stages = chain.MODELS[name]
+    n_params = models.n_params(checkpoint.load(chain.checkpoint_file(name))[0])
     int8 = footprint.summarize(chain.int8_file(name), n_runs=latency_runs)
     head = io.read_json(METRICS / "eval" / f"{name}.json")
     return {"label": label, "step": step, "precision": "int8" if name in chain.INT8 else "fp32",

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from dvclive import Live
 
-from kws import augment, io
+from kws import augment, io, models
 from kws.features import FrontEnd
 
 
@@ -28,14 +28,8 @@ def cross_entropy(model, feats, labels):
     return F.cross_entropy(model(feats), labels)
 
 
-@torch.no_grad()
-def logits_of(model, feats, batch_size=1024, device="cpu"):
-    model.eval()
-    return torch.cat([model(feats[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(feats), batch_size)])
-
-
 def accuracy(model, feats, labels, device="cpu"):
-    return (logits_of(model, feats, device=device).argmax(1) == labels).float().mean().item()
+    return (models.logits(model, feats, device=device).argmax(1) == labels).float().mean().item()
 
 
 def fit(model, power, labels, noise_power, feature_config, val_feats, val_labels, p, loss_fn=cross_entropy,

@@ -20,7 +20,7 @@ def main():
     io.write_json(OUT / "feature_config.json", cfg)
     report = {}
     for name in chain.FP32:
-        model, _ = checkpoint.load(chain.MODELS[name][0], cfg)
+        model, _ = checkpoint.load(chain.checkpoint_file(name), cfg)
         fp32 = export.to_onnx(model, calib_x[:8], OUT / f"{name}.fp32.onnx")
         int8 = quant.ptq(fp32, OUT / f"{name}.int8.onnx", calib_x.numpy())
         agree = float(np.mean(export.ort_logits(int8, test_x).argmax(1) == export.ort_logits(fp32, test_x).argmax(1)))

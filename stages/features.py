@@ -19,8 +19,7 @@ def main():
     cfg["mean"], cfg["std"] = features.norm_stats(power, cfg)
     io.FEATURES.mkdir(parents=True, exist_ok=True)
     io.write_json(io.FEATURES / "config.json", cfg)
-    torch.save({"power": power, "y": torch.as_tensor(labels[train]), "noise_power": features.mel_power(noise, cfg)},
-               io.FEATURES / "train.pt")
+    io.save_train(power, torch.as_tensor(labels[train]), features.mel_power(noise, cfg))
     print(f"[features] train mel power {tuple(power.shape)}, {len(noise)} noise chunks", flush=True)
     # Calibration clips for post-training quantization: a fixed random train subset.
     rng = np.random.default_rng(0)
@@ -28,7 +27,7 @@ def main():
     splits = {"val": dataset.split_index(manifest, "val"), "test": dataset.split_index(manifest, "test"), "calib": calib}
     for name, idx in splits.items():
         x = features.compute(wave[idx], cfg)
-        torch.save({"x": x, "y": torch.as_tensor(labels[idx])}, io.FEATURES / f"{name}.pt")
+        io.save_split(name, x, torch.as_tensor(labels[idx]))
         print(f"[features] {name:5s} {tuple(x.shape)}", flush=True)
     print(f"[features] {cfg['kind']} {features.n_channels(cfg)}x{features.n_frames(cfg)}, "
           f"mean {cfg['mean']:.3f} std {cfg['std']:.3f}, {time.time() - t0:.0f} s", flush=True)

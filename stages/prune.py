@@ -4,7 +4,7 @@ the teacher, narrow from the fine-tuned wide model (the teacher-assistant chain)
 import sys
 import time
 
-from kws import checkpoint, io, models, prune, train
+from kws import checkpoint, features, io, models, prune, train
 
 SOURCE = {"wide": "models/teacher.pt", "narrow": "models/finetuned_wide.pt"}
 
@@ -14,13 +14,13 @@ def main(key):
     width = prune.widths(p["ratio"])[key]
     t0 = time.time()
     model, ckpt = checkpoint.load(SOURCE[key], cfg)
-    before = prune.macs_and_params(model)
+    before = prune.macs_and_params(model, features.n_frames(cfg))
     val_x, val_y = io.load_split("val")
     source_width = ckpt["info"].get("width", 1.0)
     # Taylor importance needs gradients: the calibration clips (train split), never test data.
     calib = io.load_split("calib") if p["importance"] == "taylor" else None
     prune.prune(model, width / source_width, p["importance"], p["steps"], calib)
-    after = prune.macs_and_params(model)
+    after = prune.macs_and_params(model, features.n_frames(cfg))
     kwargs = models.arch_kwargs(model)
     checkpoint.save(f"models/pruned_{key}.pt", model, "tc_resnet", kwargs, cfg, stage=f"prune@{key}", width=width)
     acc = train.accuracy(model, val_x, val_y)

@@ -19,12 +19,12 @@ def small_teacher(width=1.0, seed=0):
 @pytest.mark.parametrize("importance", ["l1", "l2", "bn_scale", "taylor"])
 def test_pruning_removes_channels_and_keeps_the_network_whole(importance, tmp_path):
     net = small_teacher()
-    macs0, params0 = prune.macs_and_params(net)
+    macs0, params0 = prune.macs_and_params(net, 101)
     calib = (torch.randn(32, 40, 101), torch.randint(0, 12, (32,)))
     prune.prune(net, 0.5, importance, steps=2, calib=calib)
     kw = models.arch_kwargs(net)
     assert kw["stem"] == 8 and [b[:2] for b in kw["blocks"]] == [[12, 12], [16, 16], [24, 24]]
-    macs1, params1 = prune.macs_and_params(net)
+    macs1, params1 = prune.macs_and_params(net, 101)
     assert params1 < 0.3 * params0 and macs1 < 0.35 * macs0
     # the architecture kwargs rebuild it exactly: a dense, consistent network
     rebuilt = models.build("tc_resnet", kw)
