@@ -10,7 +10,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from kws import augment, features, io, models
+from kws import augment, features, io, models, train
 
 
 def clips_per_s(step, batch, steps):
@@ -32,7 +32,7 @@ def main():
     aug = io.params("augment")  # the augmentation the pipeline trains with
     front = features.FrontEnd(cfg)
     net = models.build(*models.preset(a.model, a.width, 40, 12))
-    opt = torch.optim.AdamW(net.parameters(), 1e-3)
+    opt = train.make_optimizer(net.parameters(), io.params("teacher"))
     gen = torch.Generator().manual_seed(0)
     wave = torch.randn(a.batch, 16000) * 0.1
     power = features.mel_power(wave, cfg)

@@ -32,6 +32,25 @@ def accuracy(model, feats, labels, device="cpu"):
     return (models.logits(model, feats, device=device).argmax(1) == labels).float().mean().item()
 
 
+def make_optimizer(trainable, p):
+    """SGD with momentum (the standard KWS recipe: lr 0.1, momentum 0.9, weight decay 1e-3) or AdamW."""
+    if p["optimizer"] == "sgd":
+        return torch.optim.SGD(trainable, lr=p["lr"], momentum=p["momentum"], nesterov=True,
+                               weight_decay=p["weight_decay"])
+    if p["optimizer"] == "adamw":
+        return torch.optim.AdamW(trainable, lr=p["lr"], weight_decay=p["weight_decay"])
+    raise ValueError(f"optimizer must be sgd or adamw, got {p['optimizer']!r}")
+
+
+def warmup_cosine(opt, total_steps, warmup_steps):
+    """Linear warm-up to the base lr over `warmup_steps`, then cosine decay to 0 at `total_steps`."""
+    def factor(step):
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps)))
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
 def fit(model, power, labels, noise_power, feature_config, val_feats, val_labels, p, loss_fn=cross_entropy,
         live=None, set_train=lambda m, on: m.train(on), name="train", extra_params=()):
     """Train `model` for p['epochs'] on mel power spectra [N, n_mels, T] (`features.mel_power`),
@@ -49,8 +68,8 @@ def fit(model, power, labels, noise_power, feature_config, val_feats, val_labels
     n, bs, epochs = len(power), p["batch_size"], p["epochs"]
     steps = epochs * math.ceil(n / bs)
     trainable = [q for q in model.parameters() if q.requires_grad] + list(extra_params)
-    opt = torch.optim.AdamW(trainable, lr=p["lr"], weight_decay=p["weight_decay"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p["lr"], total_steps=max(steps, 1), pct_start=0.1)
+    opt = make_optimizer(trainable, p)
+    sched = warmup_cosine(opt, steps, p["warmup_epochs"] * math.ceil(n / bs))
     best = {"val_acc": -1.0, "state": None, "epoch": 0}
     history = []
     for epoch in range(1, epochs + 1):

@@ -90,3 +90,14 @@ def test_budget_cli_exit_code(tmp_path):
     checkpoint.save(tmp_path / "big.pt", models.build(arch, kw), arch, kw, features.make_config())
     assert budget.main([str(tmp_path / "big.pt")]) == 1
     assert budget.main([str(tmp_path / "big.pt"), "--budget", "100000"]) == 0
+
+
+def test_arena_budget_refuses_a_2d_student_that_needs_more_ram():
+    # BC-ResNet keeps [channels, frequency, time] maps: far more activation RAM than a TC-ResNet of more parameters.
+    bc = models.build(*models.preset("bc_resnet", 1.0, 40, 12))
+    tc = models.build(*models.preset("tc_resnet8", 0.85, 40, 12))
+    assert budget.arena_bytes(bc, 40, 101) > 5 * budget.arena_bytes(tc, 40, 101)
+    assert budget.arena_bytes(tc, 40, 101) >= 40 * 101  # at least the int8 input feature map
+    with pytest.raises(ValueError, match="arena_budget_bytes=32768"):
+        budget.check_arena(bc, 32768, 40, 101, "student bc_resnet x1.0")
+    assert budget.check_arena(tc, 32768, 40, 101, "student") <= 32768

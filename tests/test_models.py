@@ -142,7 +142,8 @@ def test_training_repeats_exactly_with_the_seed():
     labels = rng.integers(0, 12, 64)
     noise = rng.normal(0, 1000, (8, 16000)).astype(np.int16)
     val_x, val_y = features.compute(wave[:16], cfg), torch.as_tensor(labels[:16])
-    p = {"epochs": 1, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.0, "seed": 3, "device": "cpu",
+    p = {"epochs": 1, "batch_size": 32, "optimizer": "sgd", "momentum": 0.9, "lr": 0.1, "warmup_epochs": 1,
+         "weight_decay": 1e-3, "seed": 3, "device": "cpu",
          "augment": {"time_shift_ms": 100, "noise_prob": 0.8, "noise_volume": 0.1, "freq_masks": 2,
                      "freq_mask_width": 5, "time_masks": 2, "time_mask_width": 10}}
     states = []
@@ -154,3 +155,24 @@ def test_training_repeats_exactly_with_the_seed():
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
     other = models.build(*models.preset("tc_resnet8", 0.5, 40, 12), seed=4)
     assert not torch.equal(other.stem.weight, models.build(*models.preset("tc_resnet8", 0.5, 40, 12), seed=3).stem.weight)
+
+
+def test_learning_rate_warms_up_linearly_then_decays_to_zero():
+    from kws import train
+    opt = train.make_optimizer([torch.nn.Parameter(torch.zeros(1))],
+                               {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0})
+    sched = train.warmup_cosine(opt, total_steps=100, warmup_steps=10)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.01) and lrs[9] == pytest.approx(0.1)  # linear warm-up to the base lr
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))  # then never rises
+    assert lrs[55] == pytest.approx(0.05, rel=0.05) and lrs[-1] < 1e-3  # cosine: half way at the middle, ~0 at the end
+
+
+def test_unknown_optimizer_is_refused_by_name():
+    from kws import train
+    with pytest.raises(ValueError, match="optimizer must be sgd or adamw"):
+        train.make_optimizer([torch.nn.Parameter(torch.zeros(1))], {"optimizer": "adam", "lr": 0.1, "weight_decay": 0})

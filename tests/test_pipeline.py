@@ -15,9 +15,9 @@ BIN = Path(sys.executable).parent
 TINY = {
     "data": {"synthetic": {"speakers": 24, "other_words": 3}},
     "features": {"calib_clips": 64},
-    "teacher": {"epochs": 2, "batch_size": 64},
-    "finetune": {"epochs": 1, "batch_size": 64},
-    "distill": {"epochs": 1, "batch_size": 64},
+    "teacher": {"epochs": 2, "batch_size": 64, "warmup_epochs": 0},
+    "finetune": {"epochs": 1, "batch_size": 64, "warmup_epochs": 0},
+    "distill": {"epochs": 1, "batch_size": 64, "warmup_epochs": 0},
     "qat": {"epochs": 1, "batch_size": 64, "min_parity": 0.9},
 }
 
