@@ -2,7 +2,7 @@
 import time
 from pathlib import Path
 
-from kws import dataset, io, sources
+from kws import dataset, io, silence, sources
 from kws.data_source import corpus_root
 
 OUT = Path("data/dataset")
@@ -13,14 +13,16 @@ def main():
     t0 = time.time()
     root, noise_root = corpus_root(p)
     print(f"[fetch] scanning {root}", flush=True)
-    records, scan_report = sources.scan(root, p["val_percent"], p["test_percent"])
-    labelled, need_silence = sources.assign_labels(records, p["silence_percent"], p["unknown_percent"], p["seed"])
+    origin = sources.SYNTHETIC if p["source"] == "synthetic" else sources.REAL
+    records, scan_report = sources.scan(root, p["val_percent"], p["test_percent"], origin)
     noise_paths = sources.noise_files(noise_root)
+    records, silence_report = silence.place_provided(records, noise_paths)
+    labelled, need_silence = sources.assign_labels(records, p["silence_percent"], p["unknown_percent"], p["seed"])
     wave, manifest, noise, report = dataset.build(labelled, need_silence, noise_paths, seed=p["seed"],
                                                   max_bad_percent=p["max_bad_percent"])
     # No timings in the report: it is part of a DVC output, whose hash must not change when the
     # data does not (or every downstream stage would rerun).
-    report = {"source": p["source"], **scan_report, **report}
+    report = {"source": p["source"], **scan_report, "provided_silence": silence_report, **report}
     dataset.save(OUT, wave, manifest, noise, report)
     dataset.check_classes(report)
     wall_s = time.time() - t0
