@@ -64,19 +64,22 @@ def silence_clips(n, noise, clip_samples, rng):
 
 def build(records, need_silence, noise_paths, sample_rate=16000, clip_samples=16000, seed=0,
           max_bad_percent=1.0, progress=True):
-    """(audio [N, S] int16, manifest DataFrame, train noise [M, S] int16, report dict)."""
+    """(audio [N, S] int16, manifest DataFrame, train noise [M, S] int16, report dict).
+
+    need_silence: (split, clips) pairs of silence to cut from noise, drawn in that order (so a
+    pair appended later, like a synthetic mix's, leaves the earlier splits' silence unchanged)."""
     wave, kept, bad = read_clips(records, sample_rate, clip_samples, progress)
     if records and 100.0 * len(bad) / len(records) > max_bad_percent:
         raise ValueError(f"{len(bad)} of {len(records)} clips are unreadable or malformed (more than "
                          f"data.max_bad_percent={max_bad_percent}%), e.g. {bad[:3]}")
     noise = noise_chunks(noise_paths, sample_rate, clip_samples)
     rng = random.Random(seed)
-    parts, rows = [wave], list(kept)
-    for split in SPLITS:
-        n = need_silence.get(split, 0)
+    parts, rows, made = [wave], list(kept), dict.fromkeys(SPLITS, 0)
+    for split, n in need_silence:
         parts.append(silence_clips(n, noise[split], clip_samples, rng))
-        rows += [{"path": "", "word": SILENCE, "speaker": f"noise{i}", "split": split, "label": SILENCE,
-                  "source": NOISE} for i in range(n)]
+        rows += [{"path": "", "word": SILENCE, "speaker": f"noise{made[split] + i}", "split": split,
+                  "label": SILENCE, "source": NOISE} for i in range(n)]
+        made[split] += n
     manifest = pd.DataFrame(rows, columns=["path", "word", "speaker", "split", "label", "source"])
     manifest["label_index"] = manifest["label"].map(CLASSES.index)
     report = {"clips": len(manifest), "bad_files_skipped": len(bad), "bad_file_examples": bad[:20],
