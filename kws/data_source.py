@@ -4,7 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
-from kws import download, synth
+from kws import download, sources, synth
 
 SOURCES = ("synthetic", "folder", "speech_commands")
 
@@ -21,6 +21,9 @@ def corpus_root(p):
     elif source == "speech_commands":
         root = Path(p["root"]) if p["root"] else download.fetch_speech_commands(Path(p["cache"]) / "speech_commands")
     else:
+        if p["synthetic"]["speakers"] < 3:
+            raise ValueError(f"data.synthetic.speakers must be >= 3 (one per split at least), "
+                             f"got {p['synthetic']['speakers']}")
         root = synthetic_corpus(p["synthetic"], p["seed"], Path(p["cache"]))
     noise = Path(p["noise_root"]) if p["noise_root"] else root
     return root, noise
@@ -28,8 +31,6 @@ def corpus_root(p):
 
 def synthetic_corpus(s, seed, cache):
     """The espeak-ng corpus for these settings, made once per settings and reused after."""
-    if s["speakers"] < 3:
-        raise ValueError(f"data.synthetic.speakers must be >= 3 (one per split at least), got {s['speakers']}")
     key = hashlib.sha1(json.dumps({**s, "seed": seed}, sort_keys=True).encode()).hexdigest()[:10]
     root = cache / f"synthetic-{key}"
     if (root / "SOURCE.txt").exists():  # written last, so its presence means complete
@@ -39,3 +40,20 @@ def synthetic_corpus(s, seed, cache):
     print(f"[fetch] synthesizing {s['speakers']} speakers with espeak-ng into {root}", flush=True)
     synth.synthesize_corpus(root, n_speakers=s["speakers"], seed=seed, other_words=s["other_words"])
     return root
+
+
+def synthetic_train_records(p):
+    """Records of every clip of a synthetic corpus of data.mix_synthetic_speakers speakers, all in
+    the train split (validation and test stay real speakers only); [] when it is 0."""
+    n = p["mix_synthetic_speakers"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"data.mix_synthetic_speakers must be an integer >= 0 (0 = no mix), got {n!r}")
+    if n == 0:
+        return []
+    if p["source"] == "synthetic":
+        raise ValueError("data.mix_synthetic_speakers adds synthetic speech to a real source; with "
+                         "data.source=synthetic set data.synthetic.speakers instead")
+    # Same settings as data.synthetic but the speaker count, so a matching corpus is reused.
+    root = synthetic_corpus({**p["synthetic"], "speakers": n}, p["seed"], Path(p["cache"]))
+    records, _ = sources.scan(root, origin=sources.SYNTHETIC)
+    return [dict(r, split="train") for r in records]

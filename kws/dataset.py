@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from kws import audio
-from kws.sources import CLASSES, SILENCE, SPLITS
+from kws.sources import CLASSES, NOISE, ORIGINS, SILENCE, SPLITS
 
 NOISE_SPLIT = {"train": (0.0, 0.8), "val": (0.8, 0.9), "test": (0.9, 1.0)}  # time ranges of each recording
 
@@ -32,14 +32,21 @@ def read_clips(records, sample_rate, clip_samples, progress=True):
     return wave, kept, bad
 
 
+def noise_ranges(n_samples, clip_samples):
+    """Sample range [start, end) of each split in a recording of n_samples (cut on the 1-s chunk
+    grid; the last range runs to the end)."""
+    n = n_samples // clip_samples
+    return {s: (int(a * n) * clip_samples, n_samples if b == 1.0 else int(b * n) * clip_samples)
+            for s, (a, b) in NOISE_SPLIT.items()}
+
+
 def noise_chunks(paths, sample_rate, clip_samples):
     """1-s chunks of each recording, split by time range (no split hears another's noise)."""
     chunks = {s: [] for s in SPLITS}
     for p in paths:
         wave = audio.read_long(p, sample_rate)
-        n = len(wave) // clip_samples
-        for s, (a, b) in NOISE_SPLIT.items():
-            for i in range(int(a * n), int(b * n)):
+        for s, (start, end) in noise_ranges(len(wave), clip_samples).items():
+            for i in range(start // clip_samples, end // clip_samples):
                 chunks[s].append(wave[i * clip_samples:(i + 1) * clip_samples])
     return {s: np.stack(c) if c else np.zeros((0, clip_samples), np.int16) for s, c in chunks.items()}
 
@@ -57,27 +64,40 @@ def silence_clips(n, noise, clip_samples, rng):
 
 def build(records, need_silence, noise_paths, sample_rate=16000, clip_samples=16000, seed=0,
           max_bad_percent=1.0, progress=True):
-    """(audio [N, S] int16, manifest DataFrame, train noise [M, S] int16, report dict)."""
+    """(audio [N, S] int16, manifest DataFrame, train noise [M, S] int16, report dict).
+
+    need_silence: (split, clips) pairs of silence to cut from noise, drawn in that order (so a
+    pair appended later, like a synthetic mix's, leaves the earlier splits' silence unchanged)."""
     wave, kept, bad = read_clips(records, sample_rate, clip_samples, progress)
     if records and 100.0 * len(bad) / len(records) > max_bad_percent:
         raise ValueError(f"{len(bad)} of {len(records)} clips are unreadable or malformed (more than "
                          f"data.max_bad_percent={max_bad_percent}%), e.g. {bad[:3]}")
     noise = noise_chunks(noise_paths, sample_rate, clip_samples)
     rng = random.Random(seed)
-    parts, rows = [wave], list(kept)
-    for split in SPLITS:
-        n = need_silence.get(split, 0)
+    parts, rows, made = [wave], list(kept), dict.fromkeys(SPLITS, 0)
+    for split, n in need_silence:
         parts.append(silence_clips(n, noise[split], clip_samples, rng))
-        rows += [{"path": "", "word": SILENCE, "speaker": f"noise{i}", "split": split, "label": SILENCE} for i in range(n)]
-    manifest = pd.DataFrame(rows, columns=["path", "word", "speaker", "split", "label"])
+        rows += [{"path": "", "word": SILENCE, "speaker": f"noise{made[split] + i}", "split": split,
+                  "label": SILENCE, "source": NOISE} for i in range(n)]
+        made[split] += n
+    manifest = pd.DataFrame(rows, columns=["path", "word", "speaker", "split", "label", "source"])
     manifest["label_index"] = manifest["label"].map(CLASSES.index)
-    counts = manifest.groupby(["split", "label"]).size().unstack(fill_value=0).reindex(columns=CLASSES, fill_value=0)
     report = {"clips": len(manifest), "bad_files_skipped": len(bad), "bad_file_examples": bad[:20],
               "noise_recordings": [str(p) for p in noise_paths],
               "noise_chunks": {s: int(len(c)) for s, c in noise.items()},
-              "silence_from_noise": {s: int(v) for s, v in need_silence.items()},
-              "counts": {s: {c: int(counts.loc[s, c]) if s in counts.index else 0 for c in CLASSES} for s in SPLITS}}
+              "counts": counts(manifest, "label", CLASSES),
+              "sources": counts(manifest, "source", ORIGINS),
+              # provided silence clips (source real) apart from those cut from noise here: figures
+              # on either can flatter, so evaluation can tell them apart
+              "silence_sources": counts(manifest[manifest["label"] == SILENCE], "source", ORIGINS)}
     return np.concatenate(parts), manifest, noise["train"], report
+
+
+def counts(manifest, column, values):
+    """{split: {value: clips}} of one manifest column."""
+    table = manifest.groupby(["split", column]).size().unstack(fill_value=0)
+    table = table.reindex(index=list(SPLITS), columns=list(values), fill_value=0)
+    return {s: {v: int(table.loc[s, v]) for v in values} for s in SPLITS}
 
 
 def check_classes(report):

@@ -18,6 +18,10 @@ KEYWORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go
 SILENCE, UNKNOWN = "_silence_", "_unknown_"
 CLASSES = [SILENCE, UNKNOWN] + KEYWORDS  # TensorFlow speech_commands order
 SPLITS = ("train", "val", "test")
+# Where a clip's audio came from (the manifest's `source`): recorded speech, espeak-ng speech,
+# or silence cut from background noise by the fetch stage.
+REAL, SYNTHETIC, NOISE = "real", "synthetic", "noise"
+ORIGINS = (REAL, SYNTHETIC, NOISE)
 NOISE_DIR = "_background_noise_"
 MAX_NUM_WAVS_PER_CLASS = 2 ** 27 - 1  # from TensorFlow's recipe, keeps its hash split stable
 
@@ -53,8 +57,8 @@ def read_list(path):
     return {line.strip() for line in path.read_text().splitlines() if line.strip()} if path.exists() else set()
 
 
-def scan(root, val_percent=10.0, test_percent=10.0):
-    """Records {path, word, speaker, split} for every clip, plus a report of what was odd.
+def scan(root, val_percent=10.0, test_percent=10.0, origin=REAL):
+    """Records {path, word, speaker, split, source=origin} for every clip, plus a report of what was odd.
 
     Split by the official lists when the folder has them, else by speaker hash."""
     root = Path(root)
@@ -79,7 +83,7 @@ def scan(root, val_percent=10.0, test_percent=10.0):
                 split = "val" if rel in val_list else "test" if rel in test_list else "train"
             else:
                 split = which_set(speaker, val_percent, test_percent, salt)
-            records.append({"path": str(f), "word": word, "speaker": speaker, "split": split})
+            records.append({"path": str(f), "word": word, "speaker": speaker, "split": split, "source": origin})
     present = {f"{r['path'].split('/')[-2]}/{Path(r['path']).name}" for r in records}
     missing_listed = sorted((val_list | test_list) - present)
     missing_kw = [k for k in KEYWORDS if not any(r["word"] == k for r in records)]

@@ -2,8 +2,8 @@
 import time
 from pathlib import Path
 
-from kws import dataset, io, sources
-from kws.data_source import corpus_root
+from kws import dataset, io, silence, sources
+from kws.data_source import corpus_root, synthetic_train_records
 
 OUT = Path("data/dataset")
 
@@ -11,16 +11,23 @@ OUT = Path("data/dataset")
 def main():
     p = io.params("data")
     t0 = time.time()
+    mixed = synthetic_train_records(p)
     root, noise_root = corpus_root(p)
     print(f"[fetch] scanning {root}", flush=True)
-    records, scan_report = sources.scan(root, p["val_percent"], p["test_percent"])
-    labelled, need_silence = sources.assign_labels(records, p["silence_percent"], p["unknown_percent"], p["seed"])
+    origin = sources.SYNTHETIC if p["source"] == "synthetic" else sources.REAL
+    records, scan_report = sources.scan(root, p["val_percent"], p["test_percent"], origin)
     noise_paths = sources.noise_files(noise_root)
-    wave, manifest, noise, report = dataset.build(labelled, need_silence, noise_paths, seed=p["seed"],
-                                                  max_bad_percent=p["max_bad_percent"])
+    records, silence_report = silence.place_provided(records, noise_paths)
+    labelled, need_silence = sources.assign_labels(records, p["silence_percent"], p["unknown_percent"], p["seed"])
+    # The synthetic clips are labelled as a pool of their own, and their silence drawn after the
+    # real splits', so validation and test are the same clips with or without the mix.
+    mixed_labelled, mixed_silence = sources.assign_labels(mixed, p["silence_percent"], p["unknown_percent"], p["seed"])
+    wave, manifest, noise, report = dataset.build(labelled + mixed_labelled,
+                                                  [*need_silence.items(), *mixed_silence.items()],
+                                                  noise_paths, seed=p["seed"], max_bad_percent=p["max_bad_percent"])
     # No timings in the report: it is part of a DVC output, whose hash must not change when the
     # data does not (or every downstream stage would rerun).
-    report = {"source": p["source"], **scan_report, **report}
+    report = {"source": p["source"], **scan_report, "provided_silence": silence_report, **report}
     dataset.save(OUT, wave, manifest, noise, report)
     dataset.check_classes(report)
     wall_s = time.time() - t0

@@ -97,8 +97,8 @@ def test_dataset_counts_and_skips_bad_files(make_folder):
     records, _ = sources.scan(root)
     labelled, need = sources.assign_labels(records, 10, 10, 0)
     with pytest.raises(ValueError, match="max_bad_percent"):
-        dataset.build(labelled, need, sources.noise_files(root), max_bad_percent=0.1, progress=False)
-    wave, manifest, noise, report = dataset.build(labelled, need, sources.noise_files(root), max_bad_percent=5, progress=False)
+        dataset.build(labelled, need.items(), sources.noise_files(root), max_bad_percent=0.1, progress=False)
+    wave, manifest, noise, report = dataset.build(labelled, need.items(), sources.noise_files(root), max_bad_percent=5, progress=False)
     assert report["bad_files_skipped"] == 1 and "0000dead" in report["bad_file_examples"][0]
     assert len(wave) == len(manifest) == report["clips"]
     assert (manifest["label"] == "_silence_").sum() == sum(need.values())
@@ -110,7 +110,7 @@ def test_empty_split_class_is_refused(make_folder):
     root = make_folder(KEYWORDS, speakers=["aa11"], noise=False)
     records, _ = sources.scan(root)
     labelled, need = sources.assign_labels(records, 10, 10, 0)
-    _, _, _, report = dataset.build(labelled, need, [], progress=False)
+    _, _, _, report = dataset.build(labelled, need.items(), [], progress=False)
     with pytest.raises(ValueError, match="missing classes"):
         dataset.check_classes(report)
 
