@@ -188,7 +188,8 @@ def scatter_models(ax, s, x, y):
 
 
 def plot_vs_size(s, key, ylabel, title, path):
-    """One metric against INT8 flash, with the budget line: the trade-off leadership decides on."""
+    """One metric against INT8 flash, with its 95% intervals as bars and the budget line: the trade-off
+    leadership decides on."""
     names = list(s["models"])
     x = {m: s["models"][m]["int8_bytes"] / 1024 for m in names}
     y = {m: 100 * s["models"][m][key] for m in names}
@@ -199,7 +200,7 @@ def plot_vs_size(s, key, ylabel, title, path):
     zeros = [m for m in names if y[m] <= 0]
     if log:
         # log axes cannot show 0: zero-FAR models sit on a floor below the smallest positive value
-        y = {m: max(v, min(positive) / 3) for m, v in y.items()}
+        y = {m: max(v, min(positive) / 3) for m, v in y.items()}  # bars below are clipped to the same floor
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(PLAIN)
     ax.set_xlim(0, max(max(x.values()), budget) * 1.25)
@@ -213,6 +214,11 @@ def plot_vs_size(s, key, ylabel, title, path):
     ax.axvline(budget, color=DEPLOYED_COLOR, ls="--", lw=1.2)
     budget_text = ax.text(budget, 0.98, f" {budget:g} KB budget", transform=ax.get_xaxis_transform(),
                           color=DEPLOYED_COLOR, fontsize=9, va="top", ha="left")
+    floor = min(positive) / 3 if log else 0.0
+    bounds = {m: (max(100 * s["models"][m][f"{key}_lo"], floor), max(100 * s["models"][m][f"{key}_hi"], floor))
+              for m in names}
+    ax.errorbar([x[m] for m in names], [y[m] for m in names], fmt="none", ecolor="0.6", elinewidth=1, capsize=2,
+                yerr=[[max(y[m] - bounds[m][0], 0) for m in names], [max(bounds[m][1] - y[m], 0) for m in names]])
     legend = scatter_models(ax, s, x, y)
     labels = [s["models"][m]["label"] + (": 0, drawn at the floor" if log and m in zeros else "") for m in names]
     renderer = fig.canvas.get_renderer()
@@ -471,8 +477,9 @@ def write_memo(metrics_dir="metrics", out_dir="memo"):
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     op = f"{pct(s['max_frr'], 0)} FRR"
-    plot_vs_size(s, "top1", "top-1 accuracy on test (%)", "Accuracy vs INT8 flash", out / PLOTS[0])
-    plot_vs_size(s, "far_macro", f"FAR at {op} (% of non-keyword clips)",
+    plot_vs_size(s, "top1", "top-1 accuracy on test (%, bars: 95% interval)", "Accuracy vs INT8 flash",
+                 out / PLOTS[0])
+    plot_vs_size(s, "far_macro", f"FAR at {op} (% of non-keyword clips, bars: 95% interval)",
                  f"False accepts at {op} vs INT8 flash (lower is better)", out / PLOTS[1])
     plot_effort(s, out / PLOTS[2])
     plot_det(det, s, out / PLOTS[3])
