@@ -16,12 +16,14 @@ def logits_fn(model_path, feature_config):
 
 
 def headline(m):
-    """The few figures worth a row in `dvc metrics diff`; the rest goes to details.json."""
-    v, t = m["far_at_frr_val_thresholds"], m["far_at_frr_test_thresholds"]
-    return {"top1": m["top1"],
-            "far_macro": v["far_macro"], "frr_macro": v["frr_macro"], "far_worst": v["far_worst"],
-            "worst_keyword": v["worst_keyword"],
-            "far_filler": v["far_filler_macro"], "far_macro_test_thr": t["far_macro"]}
+    """The few figures worth a row in `dvc metrics diff`, each test rate with its 95% interval, and the
+    validation figures models are chosen by; the rest goes to details.json."""
+    v, t, val = m["far_at_frr_val_thresholds"], m["far_at_frr_test_thresholds"], m["validation"]
+    return {"top1": m["top1"], "top1_lo": m["top1_ci"][0], "top1_hi": m["top1_ci"][1],
+            "far_macro": v["far_macro"], "far_macro_lo": v["far_macro_ci"][0], "far_macro_hi": v["far_macro_ci"][1],
+            "frr_macro": v["frr_macro"], "far_worst": v["far_worst"], "worst_keyword": v["worst_keyword"],
+            "far_filler": v["far_filler_macro"], "far_macro_test_thr": t["far_macro"],
+            "val_top1": val["top1"], "val_far_macro": val["far_at_frr"]["far_macro"]}
 
 
 def evaluate_model(model_path, out_dir, name, max_frr):
@@ -32,10 +34,10 @@ def evaluate_model(model_path, out_dir, name, max_frr):
     f = logits_fn(model_path, cfg)
     test_logits = f(test_x)
     m, pred = metrics.evaluate(f(val_x), val_y.numpy(), test_logits, test_y.numpy(), max_frr)
-    test_probs = metrics.softmax(test_logits)
     d = Path(out_dir) / name
     d.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(metrics.det_rows(test_probs, test_y.numpy())).to_csv(d / "det.csv", index=False)
+    det = metrics.det_rows(metrics.keyword_scores(test_logits), test_y.numpy())
+    pd.DataFrame(det).to_csv(d / "det.csv", index=False)
     pd.DataFrame(metrics.confusion_rows(test_y.numpy(), pred)).to_csv(d / "confusion.csv", index=False)
     io.write_json(d / "details.json", {"model": str(model_path), "max_frr": max_frr, **m})
     head = headline(m)

@@ -21,9 +21,12 @@ from kws.sources import CLASSES, KEYWORDS  # noqa: E402
 
 NEEDED = list(MODELS)
 KEYS = ["label", "step", "precision", "macs", "int8_bytes", "sram_liveness", "sram_planned", "latency_int8_ms", "top1",
-        "far_macro", "far_worst", "worst_keyword", "frr_macro", "far_filler", "effort"]  # per model, all used
+        "top1_lo", "top1_hi", "far_macro", "far_macro_lo", "far_macro_hi", "far_worst", "worst_keyword", "frr_macro",
+        "far_filler", "val_top1", "effort"]  # per model, all used
+PAIRED = ["deployed_vs_teacher", "kd_vs_nokd", "qat_vs_ptq"]  # summary.json's paired tests, all quoted
 PLOTS = ["accuracy_vs_size.png", "far_vs_size.png", "accuracy_vs_effort.png", "det.png", "confusion_deployed.png"]
 MIN_CLIPS_FOR_FRR = 100  # one miss in fewer than 100 clips is already more than a 1% miss rate
+ALPHA = 0.05  # paired tests: two models are called distinguishable below this p-value
 DPI = 150
 PLAIN = FuncFormatter(lambda v, _: f"{v:g}")  # log-axis ticks as 0.1, 1, 10 rather than 10^-1, 10^0, 10^1
 COLORS = {"fp32": "tab:blue", "int8": "tab:green"}
@@ -45,6 +48,8 @@ def read_summary(metrics_dir):
     for name, m in s["models"].items():
         if set(KEYS) - set(m):
             raise KeyError(f"{path}: model {name} lacks {sorted(set(KEYS) - set(m))}")
+    if set(PAIRED) - set(s.get("paired_tests", {})):
+        raise KeyError(f"{path} lacks paired tests {sorted(set(PAIRED) - set(s.get('paired_tests', {})))}")
     return s
 
 
@@ -79,6 +84,11 @@ def pct(x, decimals=1):
 
 def far(x):
     return pct(x, 2)
+
+
+def with_interval(m, key, fmt):
+    """'93.1% (91.0-94.8)': a figure and its 95% interval, the bounds without the repeated % sign."""
+    return f"{fmt(m[key])} ({fmt(m[key + '_lo']).rstrip('%')}-{fmt(m[key + '_hi']).rstrip('%')})"
 
 
 def macs(n):
@@ -178,7 +188,8 @@ def scatter_models(ax, s, x, y):
 
 
 def plot_vs_size(s, key, ylabel, title, path):
-    """One metric against INT8 flash, with the budget line: the trade-off leadership decides on."""
+    """One metric against INT8 flash, with its 95% intervals as bars and the budget line: the trade-off
+    leadership decides on."""
     names = list(s["models"])
     x = {m: s["models"][m]["int8_bytes"] / 1024 for m in names}
     y = {m: 100 * s["models"][m][key] for m in names}
@@ -189,7 +200,7 @@ def plot_vs_size(s, key, ylabel, title, path):
     zeros = [m for m in names if y[m] <= 0]
     if log:
         # log axes cannot show 0: zero-FAR models sit on a floor below the smallest positive value
-        y = {m: max(v, min(positive) / 3) for m, v in y.items()}
+        y = {m: max(v, min(positive) / 3) for m, v in y.items()}  # bars below are clipped to the same floor
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(PLAIN)
     ax.set_xlim(0, max(max(x.values()), budget) * 1.25)
@@ -203,6 +214,11 @@ def plot_vs_size(s, key, ylabel, title, path):
     ax.axvline(budget, color=DEPLOYED_COLOR, ls="--", lw=1.2)
     budget_text = ax.text(budget, 0.98, f" {budget:g} KB budget", transform=ax.get_xaxis_transform(),
                           color=DEPLOYED_COLOR, fontsize=9, va="top", ha="left")
+    floor = min(positive) / 3 if log else 0.0
+    bounds = {m: (max(100 * s["models"][m][f"{key}_lo"], floor), max(100 * s["models"][m][f"{key}_hi"], floor))
+              for m in names}
+    ax.errorbar([x[m] for m in names], [y[m] for m in names], fmt="none", ecolor="0.6", elinewidth=1, capsize=2,
+                yerr=[[max(y[m] - bounds[m][0], 0) for m in names], [max(bounds[m][1] - y[m], 0) for m in names]])
     legend = scatter_models(ax, s, x, y)
     labels = [s["models"][m]["label"] + (": 0, drawn at the floor" if log and m in zeros else "") for m in names]
     renderer = fig.canvas.get_renderer()
@@ -292,8 +308,26 @@ def plot_confusion(conf, label, path):
 
 # ---------------------------------------------------------------- memo text
 
-def clips_per_keyword(conf):
-    return int(conf["actual"].value_counts().reindex(KEYWORDS, fill_value=0).min())
+def resolution(conf):
+    """What the test set can resolve: the fewest clips of any keyword (one miss is 1/that FRR) and the
+    fewest clips that are not a given keyword (one false accept is 1/that FAR)."""
+    per_keyword = conf["actual"].value_counts().reindex(KEYWORDS, fill_value=0)
+    return {"test_clips": len(conf), "keyword_clips": int(per_keyword.min()),
+            "other_clips": int(len(conf) - per_keyword.max())}
+
+
+def distinguishable(test):
+    return test["p_value"] < ALPHA
+
+
+def paired(s, key):
+    """How two models compare on the same test clips: exact McNemar on top-1, interval overlap on FAR."""
+    t = s["paired_tests"][key]
+    a, b = s["models"][t["a"]], s["models"][t["b"]]
+    far_overlap = a["far_macro_lo"] <= b["far_macro_hi"] and b["far_macro_lo"] <= a["far_macro_hi"]
+    verdict = "distinguishable" if distinguishable(t) else "**not distinguishable**"
+    return (f"top-1 {verdict} (exact McNemar p = {t['p_value']:.2g}: {t['only_a_right']} vs {t['only_b_right']} clips "
+            f"only one got right), FAR intervals {'overlap' if far_overlap else 'do not overlap'}")
 
 
 def next_steps(s, n_kw):
@@ -305,8 +339,10 @@ def next_steps(s, n_kw):
     if ms["student_qat"]["top1"] <= ms["student_ptq"]["top1"]:
         delta = change(ms["student_qat"]["top1"] - ms["student_ptq"]["top1"], 1)
         steps.append(f"QAT did not beat PTQ (top-1 {delta}): tune QAT (epochs, learning rate) or drop the stage.")
-    if ms["student_kd"]["top1"] <= ms["student_nokd"]["top1"]:
-        steps.append("Distillation did not beat the no-KD twin: revisit `distill.alpha`/`temperature` or teachers.")
+    kd = s["paired_tests"]["kd_vs_nokd"]
+    if ms["student_kd"]["top1"] <= ms["student_nokd"]["top1"] or not distinguishable(kd):
+        steps.append("Distillation did not beat the no-KD twin beyond chance: revisit `distill.alpha`/`temperature` "
+                     "or teachers.")
     if n_kw < MIN_CLIPS_FOR_FRR:
         steps.append(f"Grow the test set to >= {MIN_CLIPS_FOR_FRR} clips per keyword (now {n_kw}) before quoting "
                      f"FAR at {pct(s['max_frr'], 0)} FRR.")
@@ -321,15 +357,17 @@ def next_steps(s, n_kw):
     return steps
 
 
-def memo_markdown(s, n_kw):
+def memo_markdown(s, res):
     ms, name = s["models"], s["deployed"]
+    n_kw = res["keyword_clips"]
     d, t = ms[name], ms["teacher"]
     ds, budget = s["dataset"], s["budget_bytes"]
     op = f"FAR@{pct(s['max_frr'], 0)}FRR"
     fits = d["int8_bytes"] <= budget
     lines = [f"# Keyword spotter under a {kb(budget)} flash budget: decision memo", "",
              f"*Generated from `metrics/summary.json` by the `memo` stage; FAR is the false-accept rate at "
-             f"{pct(s['max_frr'], 0)} FRR (miss rate), macro mean over the ten keywords.*", "",
+             f"{pct(s['max_frr'], 0)} FRR (miss rate), macro mean over the ten keywords, thresholds from validation. "
+             "Brackets: 95% intervals (Wilson for top-1; bootstrap over test clips for FAR).*", "",
              f"**Data:** {ds['source']} corpus, split by {ds['split_by']}: {ds['train_clips']} train / "
              f"{ds['val_clips']} validation / {ds['test_clips']} test clips.", ""]
     if ds["source"] == "synthetic":
@@ -340,18 +378,21 @@ def memo_markdown(s, n_kw):
               f"INT8 flash, {'within' if fits else '**over**'} the {kb(budget)} budget "
               f"({pct(d['int8_bytes'] / budget, 0)}); peak SRAM {kb(d['sram_liveness'])} (liveness), "
               f"{kb(d['sram_planned'])} planned arena; {macs(d['macs'])} MACs; {d['latency_int8_ms']:.2f} ms INT8 "
-              f"(host CPU latency proxy). Top-1 {pct(d['top1'])}, {op} {far(d['far_macro'])}, versus the teacher's "
-              f"{pct(t['top1'])} and {far(t['far_macro'])} at {kb(t['int8_bytes'])} INT8 "
-              f"(the teacher needs {t['int8_bytes'] / d['int8_bytes']:.1f}x the flash and "
-              f"{t['macs'] / d['macs']:.1f}x the MACs).",
+              f"(host CPU latency proxy). Top-1 {with_interval(d, 'top1', pct)}, {op} "
+              f"{with_interval(d, 'far_macro', far)}, versus the teacher's {pct(t['top1'])} and {far(t['far_macro'])} "
+              f"at {kb(t['int8_bytes'])} INT8 (the teacher needs {t['int8_bytes'] / d['int8_bytes']:.1f}x the flash and "
+              f"{t['macs'] / d['macs']:.1f}x the MACs); against the teacher: {paired(s, 'deployed_vs_teacher')}.",
+              f"Chosen on validation, not test: the best validation top-1 ({pct(d['val_top1'])}) of the "
+              f"{sum(c['fits_budget'] for c in s['selection']['candidates'].values())} INT8 models within budget.",
               "",
               "## All models", "",
-              f"| model | step | INT8 flash | peak SRAM | MACs | top-1 | {op} | cumulative effort |",
-              "|---|---|--:|--:|--:|--:|--:|--:|"]
+              f"| model | step | INT8 flash | peak SRAM | MACs | val top-1 | top-1 | {op} | cumulative effort |",
+              "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
     for m, r in ms.items():
         mark = " **(deployed)**" if m == name else ""
         lines.append(f"| {r['label']}{mark} | {r['step']} | {kb(r['int8_bytes'])} | {kb(r['sram_liveness'])} | "
-                     f"{macs(r['macs'])} | {pct(r['top1'])} | {far(r['far_macro'])} | {effort(r)} |")
+                     f"{macs(r['macs'])} | {pct(r['val_top1'])} | {with_interval(r, 'top1', pct)} | "
+                     f"{with_interval(r, 'far_macro', far)} | {effort(r)} |")
     w, n, nokd, kd, ptq, qat = (ms[k] for k in ["pruned_wide", "pruned_narrow", "student_nokd", "student_kd",
                                                 "student_ptq", "student_qat"])
     lines += ["", "## What each step bought", "",
@@ -359,17 +400,19 @@ def memo_markdown(s, n_kw):
               f"{kb(n['int8_bytes'])} (narrow); top-1 {change(n['top1'] - t['top1'], 1)}, "
               f"FAR {change(n['far_macro'] - t['far_macro'], 2, 'rose', 'fell')} (teacher → narrow).",
               f"- **Distillation** vs the same student without KD: top-1 {change(kd['top1'] - nokd['top1'], 1)}, "
-              f"FAR {change(kd['far_macro'] - nokd['far_macro'], 2, 'rose', 'fell')}.",
+              f"FAR {change(kd['far_macro'] - nokd['far_macro'], 2, 'rose', 'fell')}; {paired(s, 'kd_vs_nokd')}.",
               f"- **QAT vs PTQ** (same INT8 size): top-1 {change(qat['top1'] - ptq['top1'], 1)}, "
-              f"FAR {change(qat['far_macro'] - ptq['far_macro'], 2, 'rose', 'fell')}; PTQ vs its FP32 student: "
+              f"FAR {change(qat['far_macro'] - ptq['far_macro'], 2, 'rose', 'fell')}; {paired(s, 'qat_vs_ptq')}; "
+              "PTQ vs its FP32 student: "
               f"top-1 {change(ptq['top1'] - kd['top1'], 1)}.",
               "", "## Risks", "",
               f"- At the operating point the deployed model false-accepts {far(d['far_macro'])} of non-keyword clips "
               f"on average, {far(d['far_worst'])} for the worst keyword (\"{d['worst_keyword']}\"); "
               f"{far(d['far_filler'])} on silence/unknown alone. Test FRR at validation thresholds: "
               f"{pct(d['frr_macro'])} (target {pct(s['max_frr'], 0)}).",
-              f"- Test-set size: {n_kw} clips per keyword, so one miss is {pct(1 / n_kw)} FRR; a "
-              f"{pct(s['max_frr'], 0)} FRR is only resolvable with >= {MIN_CLIPS_FOR_FRR} clips per keyword "
+              f"- Test-set size: {res['test_clips']} clips, {n_kw} per keyword, so one miss is {pct(1 / n_kw)} FRR and "
+              f"one false accept {far(1 / res['other_clips'])} FAR; a {pct(s['max_frr'], 0)} FRR is "
+              f"only resolvable with >= {MIN_CLIPS_FOR_FRR} clips per keyword "
               f"({'met' if n_kw >= MIN_CLIPS_FOR_FRR else 'not met: treat FAR figures as rough'}).",
               "", "## Next steps", ""]
     lines += [f"- {step}" for step in next_steps(s, n_kw)]
@@ -434,13 +477,14 @@ def write_memo(metrics_dir="metrics", out_dir="memo"):
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     op = f"{pct(s['max_frr'], 0)} FRR"
-    plot_vs_size(s, "top1", "top-1 accuracy on test (%)", "Accuracy vs INT8 flash", out / PLOTS[0])
-    plot_vs_size(s, "far_macro", f"FAR at {op} (% of non-keyword clips)",
+    plot_vs_size(s, "top1", "top-1 accuracy on test (%, bars: 95% interval)", "Accuracy vs INT8 flash",
+                 out / PLOTS[0])
+    plot_vs_size(s, "far_macro", f"FAR at {op} (% of non-keyword clips, bars: 95% interval)",
                  f"False accepts at {op} vs INT8 flash (lower is better)", out / PLOTS[1])
     plot_effort(s, out / PLOTS[2])
     plot_det(det, s, out / PLOTS[3])
     plot_confusion(conf, s["models"][name]["label"], out / PLOTS[4])
-    text = memo_markdown(s, clips_per_keyword(conf))
+    text = memo_markdown(s, resolution(conf))
     (out / "MEMO.md").write_text(text)
     (out / "memo.html").write_text(memo_html(text, out))
     return [out / p for p in PLOTS] + [out / "MEMO.md", out / "memo.html"]

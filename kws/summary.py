@@ -1,9 +1,12 @@
 """One table of every model on the curve: accuracy and FAR (from the evaluate stages), INT8
 flash, peak SRAM, MACs and latency (from the ONNX files), and cumulative effort (from each
-stage's own metrics). The memo reads only this."""
+stage's own metrics); which model is deployed and why (validation figures only); and paired tests
+of the comparisons the memo draws. The memo reads only this."""
 from pathlib import Path
 
-from kws import chain, checkpoint, footprint, io, models
+import pandas as pd
+
+from kws import chain, checkpoint, footprint, io, metrics, models
 
 METRICS = Path("metrics")
 
@@ -33,19 +36,42 @@ def model_row(name, latency_runs):
             **head, "effort": effort(stages)}
 
 
-def deployed(rows):
-    """The better INT8 student: higher top-1, then lower FAR."""
-    return max(chain.INT8, key=lambda n: (rows[n]["top1"], -rows[n]["far_macro"]))
+def selection(rows, budget_bytes):
+    """The deployed model and why: of the INT8 models within the flash budget, the highest validation
+    top-1, then the lowest validation FAR. Test figures play no part, so they stay unbiased."""
+    candidates = {n: {"int8_bytes": rows[n]["int8_bytes"], "fits_budget": rows[n]["int8_bytes"] <= budget_bytes,
+                      "val_top1": rows[n]["val_top1"], "val_far_macro": rows[n]["val_far_macro"]}
+                  for n in chain.INT8}
+    fitting = [n for n, c in candidates.items() if c["fits_budget"]]
+    if not fitting:
+        sizes = ", ".join(f"{n} {c['int8_bytes']}" for n, c in candidates.items())
+        raise ValueError(f"no INT8 model fits distill.budget_bytes={budget_bytes} (bytes: {sizes}); "
+                         "pick a smaller student")
+    best = max(fitting, key=lambda n: (candidates[n]["val_top1"], -candidates[n]["val_far_macro"]))
+    return best, {"rule": "INT8 within budget_bytes; highest validation top-1, then lowest validation FAR",
+                  "candidates": candidates}
+
+
+def per_clip_correct(name):
+    """Which test clips model `name` got right, in split order (its confusion rows, one per clip)."""
+    rows = pd.read_csv(METRICS / "eval" / name / "confusion.csv")
+    return (rows["actual"] == rows["predicted"]).to_numpy()
+
+
+def paired_tests(deployed_name):
+    """Exact McNemar tests, on the same test clips, of the comparisons the memo draws."""
+    pairs = {"deployed_vs_teacher": (deployed_name, "teacher"), "kd_vs_nokd": ("student_kd", "student_nokd"),
+             "qat_vs_ptq": ("student_qat", "student_ptq")}
+    return {key: {"a": a, "b": b, **metrics.mcnemar(per_clip_correct(a), per_clip_correct(b))}
+            for key, (a, b) in pairs.items()}
 
 
 def build(dataset_report, max_frr, budget_bytes, latency_runs=200):
     rows = {name: model_row(name, latency_runs) for name in chain.MODELS}
-    best = deployed(rows)
-    if rows[best]["int8_bytes"] > budget_bytes:
-        raise ValueError(f"deployed model {best} takes {rows[best]['int8_bytes']} bytes of flash as INT8, over "
-                         f"distill.budget_bytes={budget_bytes}; pick a smaller student")
+    best, why = selection(rows, budget_bytes)
     counts = dataset_report["counts"]
     return {"dataset": {"source": dataset_report["source"], "root": dataset_report["root"],
                         "split_by": dataset_report["split_by"],
                         **{f"{s}_clips": sum(counts[s].values()) for s in ("train", "val", "test")}},
-            "max_frr": max_frr, "budget_bytes": budget_bytes, "deployed": best, "models": rows}
+            "max_frr": max_frr, "budget_bytes": budget_bytes, "deployed": best, "selection": why,
+            "paired_tests": paired_tests(best), "models": rows}

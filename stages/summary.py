@@ -13,9 +13,10 @@ def main():
     table["clip_epochs"] = [r["effort"]["clip_epochs"] for r in s["models"].values()]
     table["wall_s"] = [r["effort"]["wall_s"] for r in s["models"].values()]
     table.to_csv("metrics/summary.csv", index_label="model", float_format="%.6g")
-    cols = ["int8_bytes", "sram_liveness", "sram_planned", "macs", "top1", "far_macro", "clip_epochs"]
+    cols = ["int8_bytes", "sram_liveness", "sram_planned", "macs", "val_top1", "top1", "far_macro", "clip_epochs"]
     print(table[cols].to_string(float_format=lambda v: f"{v:.4f}"), flush=True)
-    print(f"[summary] deployed: {s['deployed']} -> metrics/summary.json", flush=True)
+    print(f"[summary] deployed: {s['deployed']} (best validation top-1 within the flash budget) "
+          "-> metrics/summary.json", flush=True)
 
 
 if __name__ == "__main__":

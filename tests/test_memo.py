@@ -5,7 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kws import chain, memo
+from scipy.stats import binomtest
+
+from kws import chain, memo, metrics, summary
 from kws.sources import CLASSES, KEYWORDS
 
 CLIPS_PER_CLASS = 41  # 492 test clips / 12 classes, as the synthetic default gives
@@ -15,13 +17,20 @@ DET_GRID = np.logspace(-4, 0, 60)
 MODELS = {
     "teacher": (65180, 1563264, 67652, (5656, 5656), 0.9898, 0.0, "off"),
     "pruned_wide": (37260, 930300, 39412, (4242, 4608), 0.9837, 0.0011, "go"),
+    "pruned_wide_ptq": (37260, 930300, 39412, (4242, 4608), 0.9817, 0.0015, "go"),
     "pruned_narrow": (17012, 421640, 18230, (2828, 3072), 0.9634, 0.0046, "no"),
+    "pruned_narrow_ptq": (17012, 421640, 18230, (2828, 3072), 0.9593, 0.0052, "no"),
     "student_nokd": (34868, 612480, 36925, (3712, 4096), 0.9512, 0.0078, "off"),
     "student_kd": (34868, 612480, 36925, (3712, 4096), 0.9695, 0.0035, "off"),
     "student_ptq": (34868, 612480, 36925, (3712, 4096), 0.9672, 0.0041, "off"),
     "student_qat": (34868, 612480, 36925, (3712, 4096), 0.9654, 0.0049, "off"),
 }
-DEPLOYED = "student_ptq"  # the better INT8 student, as kws.summary picks it: here QAT lost to PTQ
+# validation top-1: the deployed model is the best INT8 model on validation within budget, as kws.summary
+# picks it, although pruned_wide_ptq is better on test
+VAL_TOP1 = {"teacher": 0.985, "pruned_wide": 0.981, "pruned_wide_ptq": 0.962, "pruned_narrow": 0.958,
+            "pruned_narrow_ptq": 0.955, "student_nokd": 0.951, "student_kd": 0.968, "student_ptq": 0.966,
+            "student_qat": 0.963}
+DEPLOYED = "student_ptq"
 STAGE_EFFORT = {"teacher": (113040, 880.0), "prune/wide": (0, 1.5), "finetune/wide": (56520, 820.0),
                 "prune/narrow": (0, 1.2), "finetune/narrow": (56520, 810.0), "distill/kd": (113040, 1400.0),
                 "distill/nokd": (113040, 1100.0), "export": (0, 6.0), "qat": (18840, 240.0)}  # clip-epochs, s
@@ -35,10 +44,25 @@ def model_entry(name):
             "macs": macs, "fp32_bytes": 4 * params, "int8_bytes": int8, "sram_liveness": sram[0],
             "sram_planned": sram[1], "latency_fp32_ms": round(macs / 1.1e7, 3),
             "latency_int8_ms": round(macs / 0.8e7, 3),
-            "top1": top1, "far_macro": far, "frr_macro": 0.012, "far_worst": round(far * 2.6, 4),
+            "top1": top1, "top1_lo": metrics.wilson(round(top1 * 492), 492)[0],
+            "top1_hi": metrics.wilson(round(top1 * 492), 492)[1],
+            "far_macro": far, "far_macro_lo": round(far * 0.5, 4), "far_macro_hi": round(far * 1.8 + 0.0005, 4),
+            "frr_macro": 0.012, "far_worst": round(far * 2.6, 4),
             "worst_keyword": worst, "far_filler": round(far / 2, 4), "far_macro_test_thr": round(far * 0.7, 4),
+            "val_top1": VAL_TOP1[name], "val_far_macro": round(far * 0.9, 4),
             "effort": {"clip_epochs": sum(STAGE_EFFORT[s][0] for s in stages),
                        "wall_s": sum(STAGE_EFFORT[s][1] for s in stages), "steps": stages}}
+
+
+def paired_test(a, b, only_a_right, only_b_right):
+    return {"a": a, "b": b, "only_a_right": only_a_right, "only_b_right": only_b_right,
+            "p_value": binomtest(only_a_right, only_a_right + only_b_right).pvalue}
+
+
+# deployed vs teacher: p 0.013; KD vs no-KD: p 0.078; QAT vs PTQ: p 1
+PAIRED_TESTS = {"deployed_vs_teacher": paired_test(DEPLOYED, "teacher", 3, 14),
+                "kd_vs_nokd": paired_test("student_kd", "student_nokd", 15, 6),
+                "qat_vs_ptq": paired_test("student_qat", "student_ptq", 2, 3)}
 
 
 def det_rows(scale, seed):
@@ -63,12 +87,17 @@ def confusion_rows(errors, seed):
     return pd.DataFrame({"actual": actual, "predicted": predicted})
 
 
+def summary_selection(models):
+    return summary.selection(models, 51200)
+
+
 def write_metrics(root, **overrides):
     """A metrics/ tree as the pipeline writes it: summary.json plus DET/confusion of every model."""
+    models = {name: model_entry(name) for name in MODELS}
     summary = {"dataset": {"source": "synthetic", "root": "data/cache/synthetic-400x3", "split_by": "speaker hash",
                            "test_clips": 12 * CLIPS_PER_CLASS, "val_clips": 540, "train_clips": 3768},
                "max_frr": 0.01, "budget_bytes": 51200, "deployed": DEPLOYED,
-               "models": {name: model_entry(name) for name in MODELS}}
+               "selection": summary_selection(models)[1], "paired_tests": PAIRED_TESTS, "models": models}
     summary.update(overrides)
     root.mkdir(parents=True, exist_ok=True)
     (root / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -107,13 +136,18 @@ def test_memo_quotes_the_summary(memo_dir):
     text = (memo_dir / "MEMO.md").read_text()
     # deployed student_ptq: 36925 B, top-1 0.9672, FAR 0.0041; teacher 67652 B, 0.9898
     assert "Ship **Student, KD + PTQ INT8** (`student_ptq`): 36.1 KB INT8 flash, within the 50.0 KB budget" in text
-    assert "Top-1 96.7%, FAR@1%FRR 0.41%, versus the teacher's 99.0% and 0.00% at 66.1 KB INT8" in text
+    assert ("Top-1 96.7% (94.8-98.0), FAR@1%FRR 0.41% (0.21-0.79), versus the teacher's 99.0% and 0.00% at "
+            "66.1 KB INT8") in text
+    assert "Chosen on validation, not test: the best validation top-1 (96.6%) of the 4 INT8 models within budget" in text
     assert "peak SRAM 3.6 KB (liveness), 4.0 KB planned arena; 0.61 M MACs" in text
     assert "**Data:** synthetic corpus, split by speaker hash: 3768 train / 540 validation / 492 test clips" in text
     assert "Warning: synthetic speech" in text
     assert '1.07% for the worst keyword ("off")' in text
-    assert "41 clips per keyword, so one miss is 2.4% FRR" in text and "not met" in text
-    assert "| Student, KD + PTQ INT8 **(deployed)** | PTQ | 36.1 KB |" in text
+    # 492 clips, 41 of each keyword, so 451 clips that are not a given keyword
+    assert "492 clips, 41 per keyword, so one miss is 2.4% FRR and one false accept 0.22% FAR" in text
+    assert "not met" in text
+    assert ("| Student, KD + PTQ INT8 **(deployed)** | PTQ | 36.1 KB | 3.6 KB | 0.61 M | 96.6% | 96.7% (94.8-98.0) | "
+            "0.41% (0.21-0.79) |") in text
     for png in memo.PLOTS:
         assert f"]({png})" in text
     assert "nan" not in text.lower()
@@ -127,13 +161,33 @@ def test_deltas_are_worded_by_sign(memo_dir):
     assert "without KD: top-1 gained 1.8 pp, FAR fell 0.43 pp" in text
     assert "top-1 lost 2.6 pp, FAR rose 0.46 pp (teacher → narrow)" in text
     assert "QAT did not beat PTQ (top-1 lost 0.2 pp)" in text
+
+
+def test_paired_tests_say_when_models_are_not_distinguishable(memo_dir, tmp_path):
+    text = (memo_dir / "MEMO.md").read_text()
+    assert ("against the teacher: top-1 distinguishable (exact McNemar p = 0.013: 3 vs 14 clips only one got right), "
+            "FAR intervals do not overlap") in text
+    assert ("FAR fell 0.43 pp; top-1 **not distinguishable** (exact McNemar p = 0.078: 15 vs 6 clips only one got "
+            "right), FAR intervals overlap") in text
+    assert "Distillation did not beat the no-KD twin beyond chance" in text
+    write_metrics(tmp_path / "metrics", paired_tests={**PAIRED_TESTS,
+                                                      "kd_vs_nokd": paired_test("student_kd", "student_nokd", 16, 4)})
+    memo.write_memo(tmp_path / "metrics", tmp_path / "memo")
+    text = (tmp_path / "memo" / "MEMO.md").read_text()
+    assert "FAR fell 0.43 pp; top-1 distinguishable (exact McNemar p = 0.012" in text
+    assert "Distillation did not beat" not in text
     assert memo.change(0.00004, 1) == "no change" and memo.change(-0.012, 1, "rose", "fell") == "fell 1.2 pp"
+
+
+def test_fixture_deploys_what_the_summary_would():
+    assert summary_selection({name: model_entry(name) for name in MODELS})[0] == DEPLOYED
 
 
 def test_chain_follows_the_stages_behind_each_model():
     models = {name: model_entry(name) for name in MODELS}
     assert sorted(memo.chain_edges(models)) == sorted([
         ("teacher", "pruned_wide"), ("pruned_wide", "pruned_narrow"), ("pruned_narrow", "student_kd"),
+        ("pruned_wide", "pruned_wide_ptq"), ("pruned_narrow", "pruned_narrow_ptq"),
         ("student_kd", "student_ptq"), ("student_kd", "student_qat")])  # the no-KD student stands alone
 
 
@@ -165,6 +219,11 @@ def test_missing_inputs_are_named(tmp_path):
     del s["models"]["teacher"]["worst_keyword"]
     (tmp_path / "metrics" / "summary.json").write_text(json.dumps(s))
     with pytest.raises(KeyError, match="teacher lacks \\['worst_keyword'\\]"):
+        memo.write_memo(tmp_path / "metrics", tmp_path / "memo")
+    s["models"]["teacher"]["worst_keyword"] = "off"
+    del s["paired_tests"]["kd_vs_nokd"]
+    (tmp_path / "metrics" / "summary.json").write_text(json.dumps(s))
+    with pytest.raises(KeyError, match="lacks paired tests \\['kd_vs_nokd'\\]"):
         memo.write_memo(tmp_path / "metrics", tmp_path / "memo")
 
 

@@ -59,14 +59,20 @@ def commit(repo, message):
 def test_dvc_repro_runs_the_dag_and_caches(repo):
     run(["dvc", "repro"], repo)
     summary = json.loads((repo / "metrics/summary.json").read_text())
-    assert set(summary["models"]) == {"teacher", "pruned_wide", "pruned_narrow", "student_nokd", "student_kd",
-                                      "student_ptq", "student_qat"}
+    assert set(summary["models"]) == {"teacher", "pruned_wide", "pruned_wide_ptq", "pruned_narrow",
+                                      "pruned_narrow_ptq", "student_nokd", "student_kd", "student_ptq", "student_qat"}
     for name, row in summary["models"].items():
         assert 0 <= row["top1"] <= 1 and 0 <= row["far_macro"] <= 1, name
         assert row["sram_planned"] >= row["sram_liveness"] > 0, name
     m = summary["models"]
     assert m["pruned_narrow"]["params"] < m["pruned_wide"]["params"] < m["teacher"]["params"]
     assert m[summary["deployed"]]["int8_bytes"] < 51200
+    candidates = summary["selection"]["candidates"]  # chosen on validation, and the figures say why
+    rank = {n: (c["val_top1"], -c["val_far_macro"]) for n, c in candidates.items() if c["fits_budget"]}
+    assert rank[summary["deployed"]] == max(rank.values())
+    for name, row in m.items():
+        assert row["top1_lo"] <= row["top1"] <= row["top1_hi"], name
+        assert row["far_macro_lo"] <= row["far_macro"] <= row["far_macro_hi"], name
     assert (repo / "metrics/eval/teacher/det.csv").exists()
     assert (repo / "dvclive/teacher/plots/metrics/val_acc.tsv").exists()
     assert (repo / "models/qat/feature_config.json").exists()

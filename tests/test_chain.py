@@ -1,0 +1,22 @@
+"""kws.chain and dvc.yaml name the same models at the same paths, and every INT8 model knows its source."""
+from pathlib import Path
+
+import yaml
+
+from kws import chain
+
+DVC_YAML = Path(__file__).resolve().parents[1] / "dvc.yaml"
+
+
+def test_dvc_yaml_evaluates_every_model_of_the_chain():
+    evaluated = yaml.safe_load(DVC_YAML.read_text())["stages"]["evaluate"]["foreach"]
+    assert evaluated == {name: path for name, (path, *_) in chain.MODELS.items()}
+
+
+def test_int8_models_name_the_fp32_model_they_come_from():
+    assert set(chain.QUANTIZED_FROM) == set(chain.INT8)
+    assert all(src in chain.FP32 for src in chain.QUANTIZED_FROM.values())
+    assert chain.checkpoint_file("pruned_wide_ptq") == "models/finetuned_wide.pt"
+    assert chain.fp32_file("student_qat") == "models/onnx/student_kd.fp32.onnx"
+    # export writes models/onnx/<fp32 name>.int8.onnx: the PTQ models evaluated are those files
+    assert chain.int8_file("pruned_narrow_ptq") == chain.int8_file("pruned_narrow")

@@ -1,0 +1,38 @@
+"""The deployed model is chosen on validation, among INT8 models within the flash budget."""
+import pytest
+
+from kws import chain, summary
+
+BUDGET = 51200
+
+
+def rows(**over):
+    """Every model within budget at 0.90 validation and test top-1, FAR 1%; `over` sets some fields."""
+    base = {n: {"int8_bytes": 40000, "val_top1": 0.90, "val_far_macro": 0.01, "top1": 0.90, "far_macro": 0.01}
+            for n in chain.MODELS}
+    for name, fields in over.items():
+        base[name].update(fields)
+    return base
+
+
+def test_picks_the_validation_best_not_the_test_best():
+    r = rows(student_qat={"val_top1": 0.95, "top1": 0.91}, student_ptq={"val_top1": 0.93, "top1": 0.97})
+    best, why = summary.selection(r, BUDGET)
+    assert best == "student_qat"
+    assert why["candidates"]["student_ptq"]["val_top1"] == 0.93 and set(why["candidates"]) == set(chain.INT8)
+
+
+def test_ties_on_validation_top1_go_to_the_lower_validation_far():
+    r = rows(pruned_wide_ptq={"val_top1": 0.95, "val_far_macro": 0.02},
+             student_ptq={"val_top1": 0.95, "val_far_macro": 0.005})
+    assert summary.selection(r, BUDGET)[0] == "student_ptq"
+
+
+def test_over_budget_models_are_never_deployed():
+    r = rows(pruned_wide_ptq={"val_top1": 0.99, "int8_bytes": BUDGET + 1},
+             teacher={"val_top1": 1.0, "int8_bytes": 1000},  # fp32: not a candidate however small
+             pruned_narrow_ptq={"val_top1": 0.96})
+    best, why = summary.selection(r, BUDGET)
+    assert best == "pruned_narrow_ptq" and not why["candidates"]["pruned_wide_ptq"]["fits_budget"]
+    with pytest.raises(ValueError, match="no INT8 model fits"):
+        summary.selection(rows(**{n: {"int8_bytes": BUDGET + 1} for n in chain.INT8}), BUDGET)
