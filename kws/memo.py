@@ -377,13 +377,13 @@ def memo_markdown(s, res):
               f"{'Ship' if fits else '**Do not ship yet:**'} **{d['label']}** (`{name}`): {kb(d['int8_bytes'])} "
               f"INT8 flash, {'within' if fits else '**over**'} the {kb(budget)} budget "
               f"({pct(d['int8_bytes'] / budget, 0)}); peak SRAM {kb(d['sram_liveness'])} (liveness), "
-              f"{kb(d['sram_planned'])} planned arena; {macs(d['macs'])} MACs; {d['latency_int8_ms']:.2f} ms INT8 "
+              f"{kb(d['sram_planned'])} planned arena (RAM budget {kb(s['arena_budget_bytes'])}); {macs(d['macs'])} MACs; {d['latency_int8_ms']:.2f} ms INT8 "
               f"(host CPU latency proxy). Top-1 {with_interval(d, 'top1', pct)}, {op} "
               f"{with_interval(d, 'far_macro', far)}, versus the teacher's {pct(t['top1'])} and {far(t['far_macro'])} "
               f"at {kb(t['int8_bytes'])} INT8 (the teacher needs {t['int8_bytes'] / d['int8_bytes']:.1f}x the flash and "
               f"{t['macs'] / d['macs']:.1f}x the MACs); against the teacher: {paired(s, 'deployed_vs_teacher')}.",
               f"Chosen on validation, not test: the best validation top-1 ({pct(d['val_top1'])}) of the "
-              f"{sum(c['fits_budget'] for c in s['selection']['candidates'].values())} INT8 models within budget.",
+              f"{sum(c['fits_budget'] for c in s['selection']['candidates'].values())} INT8 models within the flash and RAM budgets.",
               "",
               "## All models", "",
               f"| model | step | INT8 flash | peak SRAM | MACs | val top-1 | top-1 | {op} | cumulative effort |",

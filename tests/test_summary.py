@@ -1,14 +1,15 @@
-"""The deployed model is chosen on validation, among INT8 models within the flash budget."""
+"""The deployed model is chosen on validation, among INT8 models within the flash and RAM budgets."""
 import pytest
 
 from kws import chain, summary
 
 BUDGET = 51200
+ARENA = 65536
 
 
 def rows(**over):
     """Every model within budget at 0.90 validation and test top-1, FAR 1%; `over` sets some fields."""
-    base = {n: {"int8_bytes": 40000, "val_top1": 0.90, "val_far_macro": 0.01, "top1": 0.90, "far_macro": 0.01}
+    base = {n: {"int8_bytes": 40000, "sram_planned": 6000, "val_top1": 0.90, "val_far_macro": 0.01, "top1": 0.90, "far_macro": 0.01}
             for n in chain.MODELS}
     for name, fields in over.items():
         base[name].update(fields)
@@ -17,7 +18,7 @@ def rows(**over):
 
 def test_picks_the_validation_best_not_the_test_best():
     r = rows(student_qat={"val_top1": 0.95, "top1": 0.91}, student_ptq={"val_top1": 0.93, "top1": 0.97})
-    best, why = summary.selection(r, BUDGET)
+    best, why = summary.selection(r, BUDGET, ARENA)
     assert best == "student_qat"
     assert why["candidates"]["student_ptq"]["val_top1"] == 0.93 and set(why["candidates"]) == set(chain.INT8)
 
@@ -25,14 +26,22 @@ def test_picks_the_validation_best_not_the_test_best():
 def test_ties_on_validation_top1_go_to_the_lower_validation_far():
     r = rows(pruned_wide_ptq={"val_top1": 0.95, "val_far_macro": 0.02},
              student_ptq={"val_top1": 0.95, "val_far_macro": 0.005})
-    assert summary.selection(r, BUDGET)[0] == "student_ptq"
+    assert summary.selection(r, BUDGET, ARENA)[0] == "student_ptq"
 
 
 def test_over_budget_models_are_never_deployed():
     r = rows(pruned_wide_ptq={"val_top1": 0.99, "int8_bytes": BUDGET + 1},
              teacher={"val_top1": 1.0, "int8_bytes": 1000},  # fp32: not a candidate however small
              pruned_narrow_ptq={"val_top1": 0.96})
-    best, why = summary.selection(r, BUDGET)
+    best, why = summary.selection(r, BUDGET, ARENA)
     assert best == "pruned_narrow_ptq" and not why["candidates"]["pruned_wide_ptq"]["fits_budget"]
     with pytest.raises(ValueError, match="no INT8 model fits"):
-        summary.selection(rows(**{n: {"int8_bytes": BUDGET + 1} for n in chain.INT8}), BUDGET)
+        summary.selection(rows(**{n: {"int8_bytes": BUDGET + 1} for n in chain.INT8}), BUDGET, ARENA)
+
+
+def test_models_over_the_ram_budget_are_never_deployed():
+    r = rows(student_ptq={"val_top1": 0.99, "sram_planned": ARENA + 1}, student_qat={"val_top1": 0.95})
+    best, why = summary.selection(r, BUDGET, ARENA)
+    assert best == "student_qat" and not why["candidates"]["student_ptq"]["fits_budget"]
+    with pytest.raises(ValueError, match="arena_budget_bytes=65536"):
+        summary.selection(rows(**{n: {"sram_planned": ARENA + 1} for n in chain.INT8}), BUDGET, ARENA)
