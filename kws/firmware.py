@@ -33,9 +33,10 @@ def to_tflite(reference, example_input, path):
         pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
     edge_model = litert_torch.convert(reference, (example_input[:1],),
                                       quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     edge_model.export(str(path))
-    interpreter(Path(path).read_bytes(), MAX_ARENA)  # fails here on float I/O
+    interpreter(path.read_bytes(), MAX_ARENA)  # fails here on float I/O
     return path
 
 
