@@ -7,8 +7,11 @@ Both routes end in a QDQ ONNX file that onnxruntime runs:
 - QAT: PyTorch 2 export (PT2E) QAT from torchao: the traced model trains with fake-quant and
   BN folded into the conv weights, `convert_pt2e` gives the torch quantized reference, and the
   dynamo exporter writes that same graph as QDQ ONNX, so the learned ranges carry over as is.
+The firmware .tflite starts from a PT2E reference too: the QAT one as saved, and for PTQ one
+calibrated like quantize_static (`ptq_reference`).
 """
 import copy
+import dataclasses
 import logging
 import operator
 import warnings
@@ -24,7 +27,8 @@ logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       quantize_static)
 from torchao.quantization.pt2e import allow_exported_model_train_eval, disable_observer, enable_observer
-from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+from torchao.quantization.pt2e.observer import MinMaxObserver
+from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
 from kws import export, models
 
@@ -59,18 +63,32 @@ def ptq(fp32_onnx_path, int8_onnx_path, calib_features, batch_size=64, method=Ca
     return int8_onnx_path
 
 
-def prepare_qat(model, example_input):
-    """fp32 model -> PT2E graph with fake-quant on weights and activations, BN folded into the
-    conv weights during training (BN keeps updating its statistics). Train it like the fp32
-    model, switching modes with set_train_mode. `model` is copied (torch.export would share
-    its parameters)."""
-    args, dynamic_shapes = export.dynamic_batch(example_input)
-    graph = torch.export.export(copy.deepcopy(model).train(), args, dynamic_shapes=dynamic_shapes).module()
+def _quantizer(is_qat):
+    """The XNNPACK symmetric per-channel scheme. For PTQ the activation observers are min/max,
+    as in `ptq`'s CalibrationMethod.MinMax, so both PTQ routes pick the same ranges from the same
+    clips (the scheme's default histogram observer searches for narrower, clipping ones)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "XNNPACKQuantizer is deprecated")  # see the import
         quantizer = XNNPACKQuantizer()
-    quantizer.set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
-    qat_model = prepare_qat_pt2e(graph, quantizer)
+    config = get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat)
+    if not is_qat:
+        act = dataclasses.replace(config.input_activation,
+                                  observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
+        config = dataclasses.replace(config, input_activation=act, output_activation=act)
+    return quantizer.set_global(config)
+
+
+def _export(model, example_input, train):
+    """torch.export graph of a copy of `model` (torch.export would share its parameters)."""
+    args, dynamic_shapes = export.dynamic_batch(example_input)
+    return torch.export.export(copy.deepcopy(model).train(train), args, dynamic_shapes=dynamic_shapes).module()
+
+
+def prepare_qat(model, example_input):
+    """fp32 model -> PT2E graph with fake-quant on weights and activations, BN folded into the
+    conv weights during training (BN keeps updating its statistics). Train it like the fp32
+    model, switching modes with set_train_mode. `model` is not modified."""
+    qat_model = prepare_qat_pt2e(_export(model, example_input, train=True), _quantizer(is_qat=True))
     allow_exported_model_train_eval(qat_model)
     return qat_model
 
@@ -103,16 +121,21 @@ def _round_bias_to_int32(reference):
             bias.copy_(torch.round(bias / scale) * scale)
 
 
-def convert_qat(qat_model):
-    """Trained QAT graph -> torch quantized reference: int8 weights with BN folded in, the
-    learned activation ranges, int32-grid bias, quantize/dequantize ops that simulate the
-    integer arithmetic. Fixed cost ~20-30 s on 2 cores: torchao traces its conv+BN patterns."""
-    qat_model.eval()
-    reference = convert_pt2e(qat_model)
+def convert(prepared):
+    """Trained QAT graph or calibrated PTQ graph -> torch quantized reference: int8 weights
+    with BN folded in, the activation ranges, int32-grid bias, quantize/dequantize ops that
+    simulate the integer arithmetic. Weights stay float behind quantize/dequantize
+    (fold_quantize=False): litert-torch's converter needs that pair, and the ONNX export comes
+    out the same either way. Fixed cost ~20-30 s on 2 cores: torchao traces its conv+BN patterns."""
+    reference = convert_pt2e(_eval_mode(prepared), fold_quantize=False)
     _round_bias_to_int32(reference)
+    return _eval_mode(reference)
+
+
+def _eval_mode(reference):
     allow_exported_model_train_eval(reference)
     reference.eval()
-    reference.training = False  # the patched eval() leaves the flag the ONNX exporter warns on
+    reference.training = False  # the patched eval() leaves the flag the ONNX and TFLite exporters warn on
     return reference
 
 
@@ -122,14 +145,38 @@ def qat(model, example_input, train_fn):
     returns the torch quantized reference."""
     qat_model = prepare_qat(model, example_input)
     train_fn(qat_model)
-    return convert_qat(qat_model)
+    return convert(qat_model)
+
+
+def ptq_reference(model, calib_features, batch_size=64):
+    """Post-training quantization of an fp32 torch model in PT2E: the same scheme and min/max
+    ranges over the same calibration clips [N, n_mels, T] as `ptq`, as a torch quantized reference."""
+    if len(calib_features) == 0:
+        raise ValueError("ptq_reference: calib_features is empty")
+    calib = torch.as_tensor(np.asarray(calib_features, dtype=np.float32))
+    prepared = prepare_pt2e(_export(model, calib[:8], train=False), _quantizer(is_qat=False))
+    with torch.no_grad():
+        for i in range(0, len(calib), batch_size):
+            prepared(calib[i:i + batch_size])
+    return convert(prepared)
+
+
+def save_reference(reference, example_input, path):
+    """Save a torch quantized reference (dynamic batch) for later stages: torch.export's .pt2."""
+    args, dynamic_shapes = export.dynamic_batch(example_input)
+    torch.export.save(torch.export.export(reference, args, dynamic_shapes=dynamic_shapes), str(path))
+    return path
+
+
+def load_reference(path):
+    return _eval_mode(torch.export.load(str(path)).module())
 
 
 def to_int8_onnx(reference, example_input, path):
     """Write the torch quantized reference as a single-file QDQ ONNX model, saved after
     onnxruntime's basic (hardware-independent) rewrites: they store each float Conv/Gemm bias as
     int32 + DequantizeLinear at scale s_in * s_w, as ORT's PTQ output and MCU kernels have it
-    (lossless: convert_qat already rounded the bias to that grid)."""
+    (lossless: convert already rounded the bias to that grid)."""
     export.to_onnx(reference, example_input, path, atol=None)
     export.session(path, save_optimized_to=path)
     return path
@@ -137,7 +184,7 @@ def to_int8_onnx(reference, example_input, path):
 
 def parity(int8_onnx_path, reference, features, batch_size=256):
     """Share of clips whose top-1 class agrees between onnxruntime (INT8 file) and `reference`
-    (a torch model, e.g. convert_qat's output, or a callable features -> logits as numpy)."""
+    (a torch model, e.g. convert's output, or a callable features -> logits as numpy)."""
     got = export.ort_logits(int8_onnx_path, features, batch_size).argmax(1)
     want = (models.logits(reference, torch.as_tensor(np.asarray(features, dtype=np.float32)), batch_size).numpy()
             if isinstance(reference, torch.nn.Module) else np.asarray(reference(features))).argmax(1)

@@ -1,5 +1,6 @@
 """qat: quantization-aware training of the distilled student (PT2E fake-quant, BN folded), its
-INT8 QDQ ONNX, and the parity check against the torch quantized model -> models/qat/."""
+INT8 QDQ ONNX, the torch quantized model it came from (.pt2, for the firmware stage), and the
+parity check between the two -> models/qat/."""
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ def main():
     reference = quant.qat(model, example, train_fn)
     OUT.mkdir(parents=True, exist_ok=True)
     path = quant.to_int8_onnx(reference, example, OUT / "student_qat.int8.onnx")
+    quant.save_reference(reference, example, OUT / "student_qat.pt2")
     io.write_json(OUT / "feature_config.json", cfg)
     agree = quant.parity(path, reference, test_x.numpy())
     io.write_json("metrics/qat.json", {"parity": agree, "best_val_acc": result["best_val_acc"],

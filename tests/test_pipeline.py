@@ -19,6 +19,7 @@ TINY = {
     "finetune": {"epochs": 1, "batch_size": 64, "warmup_epochs": 0},
     "distill": {"epochs": 1, "batch_size": 64, "warmup_epochs": 0},
     "qat": {"epochs": 1, "batch_size": 64, "min_parity": 0.9},
+    "firmware": {"min_parity": 0.9},
 }
 
 
@@ -76,6 +77,12 @@ def test_dvc_repro_runs_the_dag_and_caches(repo):
     assert (repo / "metrics/eval/teacher/det.csv").exists()
     assert (repo / "dvclive/teacher/plots/metrics/val_acc.tsv").exists()
     assert (repo / "models/qat/feature_config.json").exists()
+    firmware = json.loads((repo / "metrics/firmware.json").read_text())
+    assert set(firmware["models"]) == {"teacher", "pruned_wide", "pruned_narrow", "student_nokd", "student_kd",
+                                       "student_qat"}
+    for name, row in firmware["models"].items():
+        assert row["flash_bytes"] == (repo / f"models/tflite/{name}.int8.tflite").stat().st_size, name
+        assert row["arena_bytes"] > 0 and row["parity"]["torch"] >= 0.9, name
     memo = (repo / "memo/MEMO.md").read_text()
     assert summary["deployed"] in memo or m[summary["deployed"]]["label"] in memo
     assert all((repo / "memo" / f"{p}.png").stat().st_size > 10_000 for p in ("accuracy_vs_size", "det"))

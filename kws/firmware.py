@@ -1,0 +1,146 @@
+"""The firmware form of an INT8 model and its measured deployment figures.
+
+A TensorFlow Lite flatbuffer (.tflite) is what TFLite Micro, CMSIS-NN, ST Edge AI and Edge Impulse
+take. litert-torch writes it from a PT2E torch quantized reference (kws.quant): the graph's
+quantize/dequantize pairs become the tensors' quantization parameters, so QAT ranges carry over
+and nothing is re-calibrated. TFLite Micro's own interpreter (the tflite-micro wheel) then runs
+it on the host: flash is the file, the arena is the smallest one TFLM accepts and runs with. The
+wheel has TFLM's reference kernels: CMSIS-NN kernels need scratch buffers on top, and the
+runtime's code and per-op structs are not in these figures (see `footprint` for estimates).
+"""
+import contextlib
+import os
+from collections import Counter
+from pathlib import Path
+
+import litert_torch
+import numpy as np
+from ai_edge_litert.tools import flatbuffer_utils
+from litert_torch.quantize import pt2e_quantizer, quant_config
+from tflite_micro.python.tflite_micro import runtime
+
+MEASURED_ON = "host TFLM, reference kernels"
+MAX_ARENA = 1 << 22  # bisection's upper end; TFLM on the host takes any size
+
+litert_torch.config.show_progress = False  # one line per conversion pass otherwise
+
+
+def to_tflite(reference, example_input, path):
+    """Torch quantized reference (kws.quant.convert: fold_quantize=False) -> INT8 .tflite at
+    batch 1: int8 input and output, per-channel int8 weights, int32 bias."""
+    # litert-torch reads only the mode (static int8) from the config: the graph is quantized already.
+    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
+    edge_model = litert_torch.convert(reference, (example_input[:1],),
+                                      quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    edge_model.export(str(path))
+    interpreter(path.read_bytes(), MAX_ARENA)  # fails here on float I/O
+    return path
+
+
+def interpreter(model_bytes, arena_bytes):
+    """A TFLM interpreter with a tensor arena of `arena_bytes`; RuntimeError if the model does
+    not fit in it, ValueError if its input or output is not int8."""
+    tflm = runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_bytes)
+    for details in (tflm.get_input_details(0), tflm.get_output_details(0)):
+        if details["dtype"] != np.int8:
+            raise ValueError(f"model input/output is {details['dtype'].__name__}, not int8")
+    return tflm
+
+
+def _qparams(details):
+    q = details["quantization_parameters"]
+    return float(q["scales"][0]), int(q["zero_points"][0])
+
+
+def run(model_bytes, features, arena_bytes=MAX_ARENA):
+    """Logits [N, C] of the model on features [N, n_mels, T], one clip at a time as on the MCU:
+    features quantized to the int8 input, int8 output dequantized."""
+    tflm = interpreter(model_bytes, arena_bytes)
+    in_scale, in_zero = _qparams(tflm.get_input_details(0))
+    out_scale, out_zero = _qparams(tflm.get_output_details(0))
+    x = np.clip(np.round(np.asarray(features, dtype=np.float32) / in_scale) + in_zero, -128, 127).astype(np.int8)
+    out = []
+    for clip in x:
+        tflm.set_input(clip[None], 0)
+        tflm.invoke()
+        out.append(tflm.get_output(0)[0])
+    return (np.stack(out).astype(np.float32) - out_zero) * out_scale
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """TFLM prints each failed allocation to stderr; bisection fails on purpose."""
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def smallest_arena(model_bytes, probe):
+    """Smallest tensor arena (bytes) with which TFLM allocates the model and gives the same
+    outputs on the `probe` features as with a generous one, by bisection."""
+    want = run(model_bytes, probe)
+
+    def works(size):
+        try:
+            return np.array_equal(run(model_bytes, probe, size), want)
+        except RuntimeError:
+            return False
+
+    low, high = 0, MAX_ARENA  # works(high), not works(low)
+    with _quiet_stderr():
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (low, mid) if works(mid) else (mid, high)
+    return high
+
+
+def _flatbuffer(model_bytes):
+    return flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
+
+
+def weights_bytes(model_bytes):
+    """Bytes of constant tensor data in the flatbuffer: int8 weights, int32 biases and the few
+    int32 shape operands. The rest of the file is graph structure and quantization parameters."""
+    return sum(len(b.data) for b in _flatbuffer(model_bytes).buffers if b.data is not None)
+
+
+def ops(model_bytes):
+    """op name -> how many times the graph runs it: what a MicroMutableOpResolver must register."""
+    model = _flatbuffer(model_bytes)
+    names = [flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) for g in model.subgraphs for op in g.operators]
+    return dict(sorted(Counter(names).items()))
+
+
+def measure(tflite_path, probe):
+    """Flash, tensor arena and op list of a .tflite, measured with TFLM on `probe` features."""
+    model_bytes = Path(tflite_path).read_bytes()
+    return {"flash_bytes": len(model_bytes), "weights_bytes": weights_bytes(model_bytes),
+            "arena_bytes": smallest_arena(model_bytes, probe), "ops": ops(model_bytes)}
+
+
+def top1_agreement(logits, references):
+    """Share of clips on which `logits`' top-1 matches each reference's: name -> logits [N, C]."""
+    top1 = np.asarray(logits).argmax(1)
+    return {name: float(np.mean(top1 == np.asarray(ref).argmax(1))) for name, ref in references.items()}
+
+
+def model_key(int8_onnx_path):
+    """The name firmware figures are filed under for an INT8 ONNX file: its stem before '.int8'
+    (a PTQ copy goes by its fp32 model's name, as in models/onnx)."""
+    return Path(int8_onnx_path).name.split(".")[0]
+
+
+def measured_figures(firmware_metrics, int8_onnx_path):
+    """The measured figures a summary row shows beside the estimates, for the model whose INT8
+    footprint is `int8_onnx_path` (kws.chain.int8_file): metrics/firmware.json's content in."""
+    m = firmware_metrics["models"][model_key(int8_onnx_path)]
+    return {"flash_bytes_measured": m["flash_bytes"], "arena_bytes_measured": m["arena_bytes"],
+            "measured_on": firmware_metrics["measured_on"]}

@@ -1,0 +1,53 @@
+"""firmware: an INT8 .tflite of every INT8 model in the chain (litert-torch, from its PT2E torch
+quantized reference: the QAT student as trained, the PTQ copies calibrated on the export stage's
+clips), top-1 parity with its ONNX INT8 model and with the reference on the test split (TFLM
+runs the .tflite), and flash, tensor arena and ops measured by TFLite Micro
+-> models/tflite/, metrics/firmware.json."""
+import time
+from pathlib import Path
+
+import torch
+
+from kws import chain, checkpoint, export, firmware, io, models, quant
+
+OUT = Path("models/tflite")
+QAT_REFERENCE = ("student_qat", "models/qat/student_qat.pt2")  # written by the qat stage
+
+
+def references(cfg, calib_x):
+    """(chain model name, torch quantized reference) of every INT8 model: the PTQ copy of each
+    fp32 model (quantized as kws.quant.ptq quantized its ONNX), then the QAT student."""
+    for name in chain.FP32:
+        model, _ = checkpoint.load(chain.checkpoint_file(name), cfg)
+        yield name, quant.ptq_reference(model, calib_x)
+    name, path = QAT_REFERENCE
+    yield name, quant.load_reference(path)
+
+
+def main():
+    p, cfg = io.params("firmware"), io.feature_config()
+    t0 = time.time()
+    calib_x, _ = io.load_split("calib")
+    test_x, _ = io.load_split("test")
+    report = {}
+    for name, reference in references(cfg, calib_x):
+        onnx_path = chain.int8_file(name)
+        tflite = firmware.to_tflite(reference, calib_x[:8], OUT / Path(onnx_path).with_suffix(".tflite").name)
+        got = firmware.run(tflite.read_bytes(), test_x.numpy())
+        parity = firmware.top1_agreement(got, {"onnx": export.ort_logits(onnx_path, test_x),
+                                               "torch": models.logits(reference, test_x).numpy()})
+        figures = firmware.measure(tflite, test_x[:p["probe_clips"]].numpy())
+        report[name] = {**figures, "parity": parity}  # == firmware.model_key(onnx_path)
+        print(f"[firmware] {tflite}: flash {figures['flash_bytes']} B, arena {figures['arena_bytes']} B, "
+              f"top-1 agrees with ONNX {parity['onnx']:.2%}, torch {parity['torch']:.2%}", flush=True)
+        worst = min(parity, key=parity.get)
+        if parity[worst] < p["min_parity"]:
+            raise SystemExit(f"[firmware] {name}: {tflite} (TFLM) agrees with the {worst} INT8 model on "
+                             f"{parity[worst]:.2%} of test clips, below firmware.min_parity={p['min_parity']:.2%}")
+    io.write_json("metrics/firmware.json", {"measured_on": firmware.MEASURED_ON, "models": report,
+                                            "effort": {"wall_s": time.time() - t0, "clip_epochs": 0}})
+
+
+if __name__ == "__main__":
+    with torch.no_grad():
+        main()

@@ -1,0 +1,63 @@
+"""INT8 .tflite from a PT2E reference, run by TFLite Micro: int8 I/O, measured arena, parity."""
+import numpy as np
+import pytest
+import torch
+from ai_edge_litert.tools.flatbuffer_utils import schema_fb
+
+from kws import firmware, models, quant
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    torch.manual_seed(0)
+    model = models.build("tc_resnet", models.tc_resnet_kwargs(8, 0.25, 40, 12)).eval()
+    calib, test = torch.randn(64, 40, 101), torch.randn(32, 40, 101)
+    reference = quant.ptq_reference(model, calib)
+    path = firmware.to_tflite(reference, calib[:8], tmp_path_factory.mktemp("tflite") / "tiny.int8.tflite")
+    return {"reference": reference, "bytes": path.read_bytes(), "path": path, "test": test.numpy()}
+
+
+def test_tflite_is_int8_in_and_out(tiny):
+    tflm = firmware.interpreter(tiny["bytes"], firmware.MAX_ARENA)
+    for details in (tflm.get_input_details(0), tflm.get_output_details(0)):
+        assert details["dtype"] == np.int8
+    assert list(tflm.get_input_details(0)["shape"]) == [1, 40, 101]
+    assert len(firmware.ops(tiny["bytes"])) > 0 and "CONV_2D" in firmware.ops(tiny["bytes"])
+
+
+def test_weights_are_per_channel(tiny):
+    model = firmware._flatbuffer(tiny["bytes"])
+    weights = [t for t in model.subgraphs[0].tensors
+               if t.type == schema_fb.TensorType.INT8 and model.buffers[t.buffer].data is not None]
+    assert weights and all(len(t.quantization.scale) > 1 for t in weights)  # one scale per output channel
+
+
+def test_smallest_arena_runs_and_one_byte_less_does_not(tiny):
+    probe = tiny["test"][:4]
+    arena = firmware.smallest_arena(tiny["bytes"], probe)
+    np.testing.assert_array_equal(firmware.run(tiny["bytes"], probe, arena), firmware.run(tiny["bytes"], probe))
+    with pytest.raises(RuntimeError):
+        firmware.run(tiny["bytes"], probe, arena - 1)
+
+
+def test_tflm_matches_torch_quantized_reference(tiny):
+    got = firmware.run(tiny["bytes"], tiny["test"])
+    want = models.logits(tiny["reference"], torch.as_tensor(tiny["test"])).numpy()
+    scale = firmware._qparams(firmware.interpreter(tiny["bytes"], firmware.MAX_ARENA).get_output_details(0))[0]
+    assert np.abs(got - want).max() <= scale * 1.01  # within one output LSB
+    assert firmware.top1_agreement(got, {"torch": want})["torch"] >= 0.995
+
+
+def test_saved_reference_loads_the_same(tiny, tmp_path):
+    path = quant.save_reference(tiny["reference"], torch.as_tensor(tiny["test"][:8]), tmp_path / "r.pt2")
+    x = torch.as_tensor(tiny["test"])
+    torch.testing.assert_close(quant.load_reference(path)(x), tiny["reference"](x), rtol=0, atol=0)
+
+
+def test_measured_figures_for_the_summary(tiny):
+    figures = firmware.measure(tiny["path"], tiny["test"][:2])
+    assert figures["flash_bytes"] == len(tiny["bytes"]) > figures["weights_bytes"] > 0
+    metrics = {"measured_on": firmware.MEASURED_ON, "models": {"student_kd": figures}}
+    row = firmware.measured_figures(metrics, "models/onnx/student_kd.int8.onnx")
+    assert row == {"flash_bytes_measured": figures["flash_bytes"], "arena_bytes_measured": figures["arena_bytes"],
+                   "measured_on": "host TFLM, reference kernels"}
