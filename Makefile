@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 run: setup
 	$(BIN)/dvc repro
-	@echo "memo: memo/MEMO.md; table: metrics/summary.csv (dvc metrics show); INT8 model: models/qat/; data report: data/dataset/report.json"
+	@echo "memo: memo/MEMO.md; table: metrics/summary.csv (dvc metrics show); deployed INT8 model: "deployed" in metrics/summary.json (models/onnx/, models/qat/, models/tflite/); data report: data/dataset/report.json"
 
 test: setup
 	$(BIN)/python -m pytest -q

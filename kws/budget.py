@@ -1,9 +1,11 @@
-"""INT8 flash and RAM of a model, counted the way the exported INT8 model stores and runs it, so a
-student over either budget is refused before hours of training, not after.
+"""INT8 flash and RAM of a model, so a student over either budget is refused before hours of
+training, not after: an estimate from the layers (weights, biases, quantization parameters) and
+the measurement that decides, its .tflite converted and run by TFLite Micro.
 
     python -m kws.budget models/student_kd.pt [--budget 51200]
 """
 import argparse
+import copy
 import sys
 import tempfile
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from kws import checkpoint, export, footprint, models, quant
+from kws import checkpoint, features, firmware, models, quant
 
 BUDGET_BYTES = 51200  # 50 KB
 
@@ -30,44 +32,45 @@ def int8_bytes(model):
     return total
 
 
-def check(model, budget_bytes, what):
-    size = int8_bytes(model)["total"]
-    if size > budget_bytes:
-        raise ValueError(f"{what}: {models.n_params(model)} parameters take {size} bytes as INT8, over the "
-                         f"budget of {budget_bytes} bytes; pick a smaller distill.width or distill.student")
-    return size
-
-
-def arena_bytes(model, n_mels, n_frames):
-    """Peak INT8 activation arena (greedy planner, as TFLM plans it) of the model's PTQ graph. The
-    layer shapes set it, not the weights, so an untrained model gives the trained one's figure."""
-    x = torch.randn(8, n_mels, n_frames, generator=torch.Generator().manual_seed(0))
+def measured(model, n_mels, n_frames):
+    """(.tflite bytes, smallest TFLM tensor arena) of the model's INT8 form, converted and measured as
+    the firmware stage does. Layer shapes set both, not weight values, so an untrained student gives
+    its trained figures: checked before training, not after."""
+    x = torch.randn(16, n_mels, n_frames, generator=torch.Generator().manual_seed(0))
+    reference = quant.ptq_reference(copy.deepcopy(model).eval(), x)
     with tempfile.TemporaryDirectory() as d:
-        fp32 = export.to_onnx(model.eval(), x, Path(d) / "model.fp32.onnx")
-        int8 = quant.ptq(fp32, Path(d) / "model.int8.onnx", x.numpy())
-        return footprint.peak_sram_planned(*footprint.activation_graph(int8))[0]
+        model_bytes = firmware.to_tflite(reference, x[:8], Path(d) / "student.int8.tflite").read_bytes()
+    return len(model_bytes), firmware.smallest_arena(model_bytes, x[:2].numpy())
 
 
-def check_arena(model, arena_budget_bytes, n_mels, n_frames, what):
-    arena = arena_bytes(model, n_mels, n_frames)
+def check_measured(model, budget_bytes, arena_budget_bytes, n_mels, n_frames, what):
+    """(flash, arena) of `model` as a .tflite run by TFLM; ValueError naming the parameter it breaks."""
+    flash, arena = measured(model, n_mels, n_frames)
+    if flash > budget_bytes:
+        raise ValueError(f"{what}: its INT8 .tflite takes {flash} bytes of flash, over distill.budget_bytes="
+                         f"{budget_bytes}; pick a smaller distill.width or distill.student")
     if arena > arena_budget_bytes:
-        raise ValueError(f"{what}: its INT8 activations need a {arena}-byte arena, over distill.arena_budget_bytes="
-                         f"{arena_budget_bytes}; pick a narrower distill.width or another distill.student, "
-                         "or raise the budget if the device has the RAM")
-    return arena
+        raise ValueError(f"{what}: TFLite Micro needs a {arena}-byte tensor arena to run it, over "
+                         f"distill.arena_budget_bytes={arena_budget_bytes}; pick a narrower distill.width or another "
+                         "distill.student, or raise the budget if the device has the RAM")
+    return flash, arena
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="INT8 size of a checkpoint against a flash budget")
+    ap = argparse.ArgumentParser(description="INT8 flash of a checkpoint (estimated, and measured as a .tflite) "
+                                             "against a flash budget")
     ap.add_argument("checkpoint")
     ap.add_argument("--budget", type=int, default=BUDGET_BYTES)
     a = ap.parse_args(argv)
     model, ckpt = checkpoint.load(a.checkpoint)
     size = int8_bytes(model)
-    print(f"{a.checkpoint}: {ckpt['arch']}, {models.n_params(model)} parameters; INT8 weights {size['weights']} B, "
-          f"biases {size['biases']} B, qparams {size['qparams']} B, total {size['total']} B "
-          f"({'within' if size['total'] <= a.budget else 'OVER'} the {a.budget} B budget)")
-    return 0 if size["total"] <= a.budget else 1
+    cfg = ckpt["feature_config"]
+    flash, arena = measured(model, features.n_channels(cfg), features.n_frames(cfg))
+    print(f"{a.checkpoint}: {ckpt['arch']}, {models.n_params(model)} parameters; estimate: INT8 weights "
+          f"{size['weights']} B, biases {size['biases']} B, qparams {size['qparams']} B, total {size['total']} B; "
+          f"measured: .tflite {flash} B, TFLM arena {arena} B "
+          f"({'within' if flash <= a.budget else 'OVER'} the {a.budget} B budget)")
+    return 0 if flash <= a.budget else 1
 
 
 if __name__ == "__main__":

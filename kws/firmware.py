@@ -36,8 +36,17 @@ def to_tflite(reference, example_input, path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     edge_model.export(str(path))
+    path.write_bytes(stripped(path.read_bytes()))
     interpreter(path.read_bytes(), MAX_ARENA)  # fails here on float I/O
     return path
+
+
+def stripped(model_bytes):
+    """The flatbuffer without tensor names, description and signature (TFLite's strip_strings):
+    ~8 KB of flash a firmware build has no use for; the interpreter needs none of it."""
+    model = _flatbuffer(model_bytes)
+    flatbuffer_utils.strip_strings(model)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def interpreter(model_bytes, arena_bytes):

@@ -20,7 +20,8 @@ from kws.chain import MODELS  # noqa: E402
 from kws.sources import CLASSES, KEYWORDS  # noqa: E402
 
 NEEDED = list(MODELS)
-KEYS = ["label", "step", "precision", "macs", "int8_bytes", "sram_liveness", "sram_planned", "latency_int8_ms", "top1",
+KEYS = ["label", "step", "precision", "macs", "int8_bytes", "sram_liveness", "sram_planned", "tflite_bytes",
+        "tflm_arena_bytes", "latency_int8_ms", "top1",
         "top1_lo", "top1_hi", "far_macro", "far_macro_lo", "far_macro_hi", "far_worst", "worst_keyword", "frr_macro",
         "far_filler", "val_top1", "effort"]  # per model, all used
 PAIRED = ["deployed_vs_teacher", "kd_vs_nokd", "qat_vs_ptq"]  # summary.json's paired tests, all quoted
@@ -188,10 +189,10 @@ def scatter_models(ax, s, x, y):
 
 
 def plot_vs_size(s, key, ylabel, title, path):
-    """One metric against INT8 flash, with its 95% intervals as bars and the budget line: the trade-off
-    leadership decides on."""
+    """One metric against flash (the .tflite TFLite Micro runs), with its 95% intervals as bars and
+    the budget line: the trade-off leadership decides on."""
     names = list(s["models"])
-    x = {m: s["models"][m]["int8_bytes"] / 1024 for m in names}
+    x = {m: s["models"][m]["tflite_bytes"] / 1024 for m in names}
     y = {m: 100 * s["models"][m][key] for m in names}
     budget = s["budget_bytes"] / 1024
     fig, ax = new_axes((7, 4.6))
@@ -224,7 +225,7 @@ def plot_vs_size(s, key, ylabel, title, path):
     renderer = fig.canvas.get_renderer()
     place_labels(ax, [(x[m], y[m]) for m in names], labels, bold={names.index(s["deployed"])},
                  avoid=[legend.get_window_extent(renderer), budget_text.get_window_extent(renderer)])
-    ax.set_xlabel("INT8 flash: weights + biases + quantization parameters (KB)")
+    ax.set_xlabel("flash: INT8 .tflite, measured (KB)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -333,8 +334,8 @@ def paired(s, key):
 def next_steps(s, n_kw):
     ms, d = s["models"], s["models"][s["deployed"]]
     steps = []
-    if d["int8_bytes"] > s["budget_bytes"]:
-        steps.append(f"The deployed model is {kb(d['int8_bytes'] - s['budget_bytes'])} over budget: pick a smaller "
+    if d["tflite_bytes"] > s["budget_bytes"]:
+        steps.append(f"The deployed model is {kb(d['tflite_bytes'] - s['budget_bytes'])} over budget: pick a smaller "
                      "`distill.width` or `distill.student`.")
     if ms["student_qat"]["top1"] <= ms["student_ptq"]["top1"]:
         delta = change(ms["student_qat"]["top1"] - ms["student_ptq"]["top1"], 1)
@@ -351,7 +352,7 @@ def next_steps(s, n_kw):
                      "target: set thresholds on a larger validation set.")
     if s["dataset"]["source"] == "synthetic":
         steps.append("Re-run on real speech: `dvc exp run -S data.source=speech_commands`.")
-    headroom = s["budget_bytes"] - d["int8_bytes"]
+    headroom = s["budget_bytes"] - d["tflite_bytes"]
     if headroom > 0.2 * s["budget_bytes"]:
         steps.append(f"{kb(headroom)} of flash is unused: a wider student (`distill.width`) may buy accuracy back.")
     return steps
@@ -363,7 +364,7 @@ def memo_markdown(s, res):
     d, t = ms[name], ms["teacher"]
     ds, budget = s["dataset"], s["budget_bytes"]
     op = f"FAR@{pct(s['max_frr'], 0)}FRR"
-    fits = d["int8_bytes"] <= budget
+    fits = d["tflite_bytes"] <= budget
     lines = [f"# Keyword spotter under a {kb(budget)} flash budget: decision memo", "",
              f"*Generated from `metrics/summary.json` by the `memo` stage; FAR is the false-accept rate at "
              f"{pct(s['max_frr'], 0)} FRR (miss rate), macro mean over the ten keywords, thresholds from validation. "
@@ -374,30 +375,32 @@ def memo_markdown(s, res):
         lines += ["> **Warning: synthetic speech (espeak-ng voices).** Absolute accuracy and FAR do not transfer to "
                   "real speech; only the comparisons between models are meaningful.", ""]
     lines += ["## Recommendation", "",
-              f"{'Ship' if fits else '**Do not ship yet:**'} **{d['label']}** (`{name}`): {kb(d['int8_bytes'])} "
-              f"INT8 flash, {'within' if fits else '**over**'} the {kb(budget)} budget "
-              f"({pct(d['int8_bytes'] / budget, 0)}); peak SRAM {kb(d['sram_liveness'])} (liveness), "
-              f"{kb(d['sram_planned'])} planned arena (RAM budget {kb(s['arena_budget_bytes'])}); {macs(d['macs'])} MACs; {d['latency_int8_ms']:.2f} ms INT8 "
+              f"{'Ship' if fits else '**Do not ship yet:**'} **{d['label']}** (`{name}`): {kb(d['tflite_bytes'])} "
+              f"INT8 .tflite, {'within' if fits else '**over**'} the {kb(budget)} budget "
+              f"({pct(d['tflite_bytes'] / budget, 0)}), tensor arena {kb(d['tflm_arena_bytes'])} (RAM budget "
+              f"{kb(s['arena_budget_bytes'])}), both measured ({s['measured_on']}; estimated from the ONNX graph: "
+              f"{kb(d['int8_bytes'])} flash, {kb(d['sram_planned'])} arena); {macs(d['macs'])} MACs; {d['latency_int8_ms']:.2f} ms INT8 "
               f"(host CPU latency proxy). Top-1 {with_interval(d, 'top1', pct)}, {op} "
               f"{with_interval(d, 'far_macro', far)}, versus the teacher's {pct(t['top1'])} and {far(t['far_macro'])} "
-              f"at {kb(t['int8_bytes'])} INT8 (the teacher needs {t['int8_bytes'] / d['int8_bytes']:.1f}x the flash and "
+              f"at {kb(t['tflite_bytes'])} (the teacher needs {t['tflite_bytes'] / d['tflite_bytes']:.1f}x the flash and "
               f"{t['macs'] / d['macs']:.1f}x the MACs); against the teacher: {paired(s, 'deployed_vs_teacher')}.",
               f"Chosen on validation, not test: the best validation top-1 ({pct(d['val_top1'])}) of the "
               f"{sum(c['fits_budget'] for c in s['selection']['candidates'].values())} INT8 models within the flash and RAM budgets.",
               "",
               "## All models", "",
-              f"| model | step | INT8 flash | peak SRAM | MACs | val top-1 | top-1 | {op} | cumulative effort |",
+              f"| model | step | flash .tflite (est.) | arena TFLM (est.) | MACs | val top-1 | top-1 | {op} | cumulative effort |",
               "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
     for m, r in ms.items():
         mark = " **(deployed)**" if m == name else ""
-        lines.append(f"| {r['label']}{mark} | {r['step']} | {kb(r['int8_bytes'])} | {kb(r['sram_liveness'])} | "
+        lines.append(f"| {r['label']}{mark} | {r['step']} | {kb(r['tflite_bytes'])} ({kb(r['int8_bytes'])}) | "
+                     f"{kb(r['tflm_arena_bytes'])} ({kb(r['sram_planned'])}) | "
                      f"{macs(r['macs'])} | {pct(r['val_top1'])} | {with_interval(r, 'top1', pct)} | "
                      f"{with_interval(r, 'far_macro', far)} | {effort(r)} |")
     w, n, nokd, kd, ptq, qat = (ms[k] for k in ["pruned_wide", "pruned_narrow", "student_nokd", "student_kd",
                                                 "student_ptq", "student_qat"])
     lines += ["", "## What each step bought", "",
-              f"- **Pruning + fine-tuning:** {kb(t['int8_bytes'])} → {kb(w['int8_bytes'])} (wide) → "
-              f"{kb(n['int8_bytes'])} (narrow); top-1 {change(n['top1'] - t['top1'], 1)}, "
+              f"- **Pruning + fine-tuning:** {kb(t['tflite_bytes'])} → {kb(w['tflite_bytes'])} (wide) → "
+              f"{kb(n['tflite_bytes'])} (narrow); top-1 {change(n['top1'] - t['top1'], 1)}, "
               f"FAR {change(n['far_macro'] - t['far_macro'], 2, 'rose', 'fell')} (teacher → narrow).",
               f"- **Distillation** vs the same student without KD: top-1 {change(kd['top1'] - nokd['top1'], 1)}, "
               f"FAR {change(kd['far_macro'] - nokd['far_macro'], 2, 'rose', 'fell')}; {paired(s, 'kd_vs_nokd')}.",
@@ -477,10 +480,10 @@ def write_memo(metrics_dir="metrics", out_dir="memo"):
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     op = f"{pct(s['max_frr'], 0)} FRR"
-    plot_vs_size(s, "top1", "top-1 accuracy on test (%, bars: 95% interval)", "Accuracy vs INT8 flash",
+    plot_vs_size(s, "top1", "top-1 accuracy on test (%, bars: 95% interval)", "Accuracy vs flash",
                  out / PLOTS[0])
     plot_vs_size(s, "far_macro", f"FAR at {op} (% of non-keyword clips, bars: 95% interval)",
-                 f"False accepts at {op} vs INT8 flash (lower is better)", out / PLOTS[1])
+                 f"False accepts at {op} vs flash (lower is better)", out / PLOTS[1])
     plot_effort(s, out / PLOTS[2])
     plot_det(det, s, out / PLOTS[3])
     plot_confusion(conf, s["models"][name]["label"], out / PLOTS[4])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kws import chain, checkpoint, footprint, io, metrics, models
+from kws import chain, checkpoint, firmware, footprint, io, metrics, models
 
 METRICS = Path("metrics")
 
@@ -22,36 +22,41 @@ def effort(stages):
     return total
 
 
-def model_row(name, latency_runs):
+def model_row(name, latency_runs, firmware_metrics):
+    """One model's figures. Flash and arena twice: estimated from the INT8 ONNX graph (int8_bytes,
+    sram_*) and measured on its .tflite by TFLite Micro (tflite_bytes, tflm_arena_bytes)."""
     _, label, step, stages = chain.MODELS[name]
     n_params = models.n_params(checkpoint.load(chain.checkpoint_file(name))[0])
     int8 = footprint.summarize(chain.int8_file(name), n_runs=latency_runs)
+    measured = firmware.measured_figures(firmware_metrics, chain.int8_file(name))
     head = io.read_json(METRICS / "eval" / f"{name}.json")
     return {"label": label, "step": step, "precision": "int8" if name in chain.INT8 else "fp32",
             "params": n_params, "macs": int8["macs"], "fp32_bytes": 4 * n_params,
             "int8_bytes": int8["flash"]["total"], "sram_liveness": int8["sram_liveness"]["bytes"],
-            "sram_planned": int8["sram_planned"],
+            "sram_planned": int8["sram_planned"], "tflite_bytes": measured["flash_bytes_measured"],
+            "tflm_arena_bytes": measured["arena_bytes_measured"],
             "latency_fp32_ms": footprint.latency_ms(chain.fp32_file(name), n_runs=latency_runs)["median_ms"],
             "latency_int8_ms": int8["latency"]["median_ms"],
             **head, "effort": effort(stages)}
 
 
 def selection(rows, budget_bytes, arena_budget_bytes):
-    """The deployed model and why: of the INT8 models within the flash and RAM (planned activation
-    arena) budgets, the highest validation top-1, then the lowest validation FAR. Test figures play
-    no part, so they stay unbiased."""
-    candidates = {n: {"int8_bytes": rows[n]["int8_bytes"], "sram_planned": rows[n]["sram_planned"],
-                      "fits_budget": rows[n]["int8_bytes"] <= budget_bytes and rows[n]["sram_planned"] <= arena_budget_bytes,
+    """The deployed model and why: of the INT8 models whose .tflite fits the flash budget and whose
+    TFLM tensor arena fits the RAM budget (both measured), the highest validation top-1, then the
+    lowest validation FAR. Test figures play no part, so they stay unbiased."""
+    candidates = {n: {"tflite_bytes": rows[n]["tflite_bytes"], "tflm_arena_bytes": rows[n]["tflm_arena_bytes"],
+                      "fits_budget": (rows[n]["tflite_bytes"] <= budget_bytes
+                                      and rows[n]["tflm_arena_bytes"] <= arena_budget_bytes),
                       "val_top1": rows[n]["val_top1"], "val_far_macro": rows[n]["val_far_macro"]}
                   for n in chain.INT8}
     fitting = [n for n, c in candidates.items() if c["fits_budget"]]
     if not fitting:
-        sizes = ", ".join(f"{n} {c['int8_bytes']} B flash / {c['sram_planned']} B arena" for n, c in candidates.items())
+        sizes = ", ".join(f"{n} {c['tflite_bytes']} B flash / {c['tflm_arena_bytes']} B arena" for n, c in candidates.items())
         raise ValueError(f"no INT8 model fits distill.budget_bytes={budget_bytes} and distill.arena_budget_bytes="
-                         f"{arena_budget_bytes} ({sizes}); pick a smaller student")
+                         f"{arena_budget_bytes} as measured on its .tflite ({sizes}); pick a smaller student")
     best = max(fitting, key=lambda n: (candidates[n]["val_top1"], -candidates[n]["val_far_macro"]))
-    return best, {"rule": "INT8 within budget_bytes (flash) and arena_budget_bytes (RAM); highest validation top-1, "
-                          "then lowest validation FAR",
+    return best, {"rule": ".tflite within budget_bytes (flash) and TFLM arena within arena_budget_bytes (RAM); "
+                          "highest validation top-1, then lowest validation FAR",
                   "candidates": candidates}
 
 
@@ -69,13 +74,13 @@ def paired_tests(deployed_name):
             for key, (a, b) in pairs.items()}
 
 
-def build(dataset_report, max_frr, budget_bytes, arena_budget_bytes, latency_runs=200):
-    rows = {name: model_row(name, latency_runs) for name in chain.MODELS}
+def build(dataset_report, firmware_metrics, max_frr, budget_bytes, arena_budget_bytes, latency_runs=200):
+    rows = {name: model_row(name, latency_runs, firmware_metrics) for name in chain.MODELS}
     best, why = selection(rows, budget_bytes, arena_budget_bytes)
     counts = dataset_report["counts"]
     return {"dataset": {"source": dataset_report["source"], "root": dataset_report["root"],
                         "split_by": dataset_report["split_by"],
                         **{f"{s}_clips": sum(counts[s].values()) for s in ("train", "val", "test")}},
             "max_frr": max_frr, "budget_bytes": budget_bytes,
-            "arena_budget_bytes": arena_budget_bytes, "deployed": best, "selection": why,
+            "arena_budget_bytes": arena_budget_bytes, "measured_on": firmware_metrics["measured_on"], "deployed": best, "selection": why,
             "paired_tests": paired_tests(best), "models": rows}

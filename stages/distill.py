@@ -17,9 +17,8 @@ def main(mode):
     t0 = time.time()
     arch, kwargs = models.preset(p["student"], p["width"], features.n_channels(cfg), len(CLASSES))
     student = models.build(arch, kwargs, p["seed"])
-    what = f"student {p['student']} x{p['width']}"
-    size = budget.check(student, p["budget_bytes"], what)
-    arena = budget.check_arena(student, p["arena_budget_bytes"], features.n_channels(cfg), features.n_frames(cfg), what)
+    flash, arena = budget.check_measured(student, p["budget_bytes"], p["arena_budget_bytes"], features.n_channels(cfg),
+                                         features.n_frames(cfg), f"student {p['student']} x{p['width']}")
     device = train.resolve_device(p["device"])
     teachers, adapter, extra = [], None, ()
     if mode == "kd":
@@ -30,14 +29,14 @@ def main(mode):
                                              distill.feature_channels(teachers[-1], n_mels)).to(device)
             extra = tuple(adapter.parameters())
     loss = distill.make_loss(teachers, {**p, "alpha": p["alpha"] if mode == "kd" else 0.0}, adapter)
-    print(f"[distill@{mode}] {p['student']} x{p['width']}: {models.n_params(student)} parameters, ~{size} B INT8 "
-          f"(budget {p['budget_bytes']}), ~{arena} B arena (budget {p['arena_budget_bytes']}); teachers: {TEACHERS[p['teachers']] if teachers else 'none (hard labels)'}",
+    print(f"[distill@{mode}] {p['student']} x{p['width']}: {models.n_params(student)} parameters, {flash} B as "
+          f".tflite (budget {p['budget_bytes']}), {arena} B TFLM arena (budget {p['arena_budget_bytes']}); teachers: {TEACHERS[p['teachers']] if teachers else 'none (hard labels)'}",
           flush=True)
     result = train.train_on_dataset(student, p, f"distill_{mode}", loss, extra_params=extra)
     checkpoint.save(f"models/student_{mode}.pt", student, arch, kwargs, cfg, stage=f"distill@{mode}")
     io.write_json(f"metrics/distill/{mode}.json", {
-        "params": models.n_params(student), "int8_bytes_estimate": size,
-        "arena_bytes_estimate": arena, "best_val_acc": result["best_val_acc"],
+        "params": models.n_params(student), "int8_bytes_estimate": budget.int8_bytes(student)["total"],
+        "tflite_bytes": flash, "tflm_arena_bytes": arena, "best_val_acc": result["best_val_acc"],
         "effort": {"clip_epochs": result["clip_epochs"], "wall_s": time.time() - t0}})
 
 

@@ -61,3 +61,11 @@ def test_measured_figures_for_the_summary(tiny):
     row = firmware.measured_figures(metrics, "models/onnx/student_kd.int8.onnx")
     assert row == {"flash_bytes_measured": figures["flash_bytes"], "arena_bytes_measured": figures["arena_bytes"],
                    "measured_on": "host TFLM, reference kernels"}
+
+
+def test_written_tflite_carries_no_strings_and_stripping_keeps_outputs(tiny):
+    model = firmware._flatbuffer(tiny["bytes"])
+    assert all(t.name is None for t in model.subgraphs[0].tensors) and not model.signatureDefs
+    again = firmware.stripped(tiny["bytes"])
+    assert len(again) == len(tiny["bytes"])  # idempotent: nothing left to strip
+    np.testing.assert_array_equal(firmware.run(again, tiny["test"][:4]), firmware.run(tiny["bytes"], tiny["test"][:4]))

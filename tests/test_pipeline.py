@@ -67,7 +67,8 @@ def test_dvc_repro_runs_the_dag_and_caches(repo):
         assert row["sram_planned"] >= row["sram_liveness"] > 0, name
     m = summary["models"]
     assert m["pruned_narrow"]["params"] < m["pruned_wide"]["params"] < m["teacher"]["params"]
-    assert m[summary["deployed"]]["int8_bytes"] < 51200
+    deployed = m[summary["deployed"]]
+    assert deployed["tflite_bytes"] <= 51200 and deployed["tflm_arena_bytes"] <= 65536  # measured, not estimated
     candidates = summary["selection"]["candidates"]  # chosen on validation, and the figures say why
     rank = {n: (c["val_top1"], -c["val_far_macro"]) for n, c in candidates.items() if c["fits_budget"]}
     assert rank[summary["deployed"]] == max(rank.values())
@@ -95,7 +96,7 @@ def test_changing_the_prune_ratio_reruns_only_pruning_onwards(repo):
     assert "changed" not in out
     commit(repo, "baseline run")
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["prune"]["ratio"] = 0.6
+    params["prune"]["ratio"] = 0.7
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     before = json.loads((repo / "metrics/summary.json").read_text())["models"]
     log = run(["dvc", "repro"], repo)
@@ -103,6 +104,6 @@ def test_changing_the_prune_ratio_reruns_only_pruning_onwards(repo):
     assert {"prune@wide", "finetune@wide", "prune@narrow", "finetune@narrow", "distill", "qat", "summary"} <= ran
     assert not ran & {"fetch", "features", "teacher", "evaluate@teacher", "baseline"}
     after = json.loads((repo / "metrics/summary.json").read_text())["models"]
-    assert after["pruned_narrow"]["params"] < before["pruned_narrow"]["params"]  # width 0.4 < 0.5
+    assert after["pruned_narrow"]["params"] < before["pruned_narrow"]["params"]  # width 0.3 < 0.4
     diff = run(["dvc", "metrics", "diff", "--all", "--md"], repo)
     assert "models.pruned_narrow.params" in diff and "models.pruned_narrow.top1" in diff, diff

@@ -1,4 +1,5 @@
-"""The deployed model is chosen on validation, among INT8 models within the flash and RAM budgets."""
+"""The deployed model is chosen on validation, among INT8 models whose measured .tflite flash and TFLM
+arena fit the budgets."""
 import pytest
 
 from kws import chain, summary
@@ -9,7 +10,7 @@ ARENA = 65536
 
 def rows(**over):
     """Every model within budget at 0.90 validation and test top-1, FAR 1%; `over` sets some fields."""
-    base = {n: {"int8_bytes": 40000, "sram_planned": 6000, "val_top1": 0.90, "val_far_macro": 0.01, "top1": 0.90, "far_macro": 0.01}
+    base = {n: {"tflite_bytes": 40000, "tflm_arena_bytes": 16000, "val_top1": 0.90, "val_far_macro": 0.01, "top1": 0.90, "far_macro": 0.01}
             for n in chain.MODELS}
     for name, fields in over.items():
         base[name].update(fields)
@@ -30,18 +31,18 @@ def test_ties_on_validation_top1_go_to_the_lower_validation_far():
 
 
 def test_over_budget_models_are_never_deployed():
-    r = rows(pruned_wide_ptq={"val_top1": 0.99, "int8_bytes": BUDGET + 1},
-             teacher={"val_top1": 1.0, "int8_bytes": 1000},  # fp32: not a candidate however small
+    r = rows(pruned_wide_ptq={"val_top1": 0.99, "tflite_bytes": BUDGET + 1},
+             teacher={"val_top1": 1.0, "tflite_bytes": 1000},  # fp32: not a candidate however small
              pruned_narrow_ptq={"val_top1": 0.96})
     best, why = summary.selection(r, BUDGET, ARENA)
     assert best == "pruned_narrow_ptq" and not why["candidates"]["pruned_wide_ptq"]["fits_budget"]
     with pytest.raises(ValueError, match="no INT8 model fits"):
-        summary.selection(rows(**{n: {"int8_bytes": BUDGET + 1} for n in chain.INT8}), BUDGET, ARENA)
+        summary.selection(rows(**{n: {"tflite_bytes": BUDGET + 1} for n in chain.INT8}), BUDGET, ARENA)
 
 
 def test_models_over_the_ram_budget_are_never_deployed():
-    r = rows(student_ptq={"val_top1": 0.99, "sram_planned": ARENA + 1}, student_qat={"val_top1": 0.95})
+    r = rows(student_ptq={"val_top1": 0.99, "tflm_arena_bytes": ARENA + 1}, student_qat={"val_top1": 0.95})
     best, why = summary.selection(r, BUDGET, ARENA)
     assert best == "student_qat" and not why["candidates"]["student_ptq"]["fits_budget"]
     with pytest.raises(ValueError, match="arena_budget_bytes=65536"):
-        summary.selection(rows(**{n: {"sram_planned": ARENA + 1} for n in chain.INT8}), BUDGET, ARENA)
+        summary.selection(rows(**{n: {"tflm_arena_bytes": ARENA + 1} for n in chain.INT8}), BUDGET, ARENA)
