@@ -36,8 +36,14 @@ def measured(model, n_mels, n_frames):
     """(.tflite bytes, smallest TFLM tensor arena) of the model's INT8 form, converted and measured as
     the firmware stage does. Layer shapes set both, not weight values, so an untrained student gives
     its trained figures: checked before training, not after."""
-    x = torch.randn(16, n_mels, n_frames, generator=torch.Generator().manual_seed(0))
-    reference = quant.ptq_reference(copy.deepcopy(model).eval(), x)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(16, n_mels, n_frames, generator=gen)
+    model = copy.deepcopy(model).eval()
+    for bn in (m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
+        # Fresh BatchNorms fold to all-zero biases, which the converter stores once: trained ones do not.
+        for t in (bn.weight, bn.bias, bn.running_mean):
+            t.data = torch.rand(t.shape, generator=gen) + 0.5
+    reference = quant.ptq_reference(model, x)
     with tempfile.TemporaryDirectory() as d:
         model_bytes = firmware.to_tflite(reference, x[:8], Path(d) / "student.int8.tflite").read_bytes()
     return len(model_bytes), firmware.smallest_arena(model_bytes, x[:2].numpy())

@@ -94,3 +94,17 @@ def test_budget_cli_exit_code(tmp_path):
     checkpoint.save(tmp_path / "big.pt", models.build(arch, kw), arch, kw, features.make_config())
     assert budget.main([str(tmp_path / "big.pt")]) == 1
     assert budget.main([str(tmp_path / "big.pt"), "--budget", "100000"]) == 0
+
+
+def test_measuring_before_training_gives_the_trained_models_flash(tmp_path):
+    # A fresh model's BatchNorms fold to all-zero biases, which the converter would store once.
+    from kws import firmware, quant
+    net = models.build(*models.preset("tc_resnet8", 0.25, 40, 12))
+    before = budget.measured(net, 40, 101)
+    with torch.no_grad():  # stands for training: every BatchNorm moves away from its initial state
+        for bn in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm1d)):
+            bn.bias.normal_()
+            bn.running_mean.normal_()
+    x = torch.randn(16, 40, 101)
+    trained = firmware.to_tflite(quant.ptq_reference(net.eval(), x), x[:8], tmp_path / "trained.tflite")
+    assert before[0] == trained.stat().st_size
