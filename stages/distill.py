@@ -30,8 +30,8 @@ def main(mode):
             extra = tuple(adapter.parameters())
     loss = distill.make_loss(teachers, {**p, "alpha": p["alpha"] if mode == "kd" else 0.0}, adapter)
     print(f"[distill@{mode}] {p['student']} x{p['width']}: {models.n_params(student)} parameters, {flash} B as "
-          f".tflite (budget {p['budget_bytes']}), {arena} B TFLM arena (budget {p['arena_budget_bytes']}); teachers: {TEACHERS[p['teachers']] if teachers else 'none (hard labels)'}",
-          flush=True)
+          f".tflite (budget {p['budget_bytes']}), {arena} B TFLM arena (budget {p['arena_budget_bytes']}); "
+          f"teachers: {TEACHERS[p['teachers']] if teachers else 'none (hard labels)'}", flush=True)
     result = train.train_on_dataset(student, p, f"distill_{mode}", loss, extra_params=extra)
     checkpoint.save(f"models/student_{mode}.pt", student, arch, kwargs, cfg, stage=f"distill@{mode}")
     io.write_json(f"metrics/distill/{mode}.json", {
