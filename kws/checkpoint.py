@@ -48,4 +48,8 @@ def adopt(path, feature_config):
         out = model(torch.zeros(1, features.n_channels(feature_config), features.n_frames(feature_config)))
     if tuple(out.shape) != (1, len(CLASSES)):
         raise ValueError(f"{path}: output shape {tuple(out.shape)} for one clip, expected (1, {len(CLASSES)})")
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad or not torch.isfinite(out).all():
+        raise ValueError(f"{path}: weights are not finite (NaN/inf in {bad[:3] or 'its outputs'}): "
+                         "a diverged training run; expected a trained model")
     return model, ckpt

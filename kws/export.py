@@ -38,8 +38,11 @@ def to_onnx(model, example_input, path, atol=1e-4):
     if atol is not None:
         with torch.no_grad():
             want = model(example_input).numpy()
+        if not np.isfinite(want).all():
+            raise RuntimeError(f"ONNX export of {path}: the model's own outputs are not finite (NaN/inf weights: "
+                               "a diverged training run?)")
         err = float(np.abs(got - want).max())
-        if err > atol:
+        if not err <= atol:  # NaN compares false either way: it must fail, not pass
             raise RuntimeError(f"ONNX export of {path}: onnxruntime differs from torch by {err:.2e} > {atol:.0e}")
     return path
 

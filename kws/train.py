@@ -86,7 +86,11 @@ def fit(model, power, labels, noise_power, feature_config, val_feats, val_labels
             loss.backward()
             opt.step()
             sched.step()
-            total_loss += loss.item() * len(idx)
+            step_loss = loss.item()
+            if not math.isfinite(step_loss):  # stop here rather than hand a NaN model downstream
+                raise FloatingPointError(f"[{name}] training diverged: loss {step_loss} at epoch {epoch} "
+                                         f"(lr {p['lr']}, {p['optimizer']}); lower the stage's lr")
+            total_loss += step_loss * len(idx)
         set_train(model, False)
         val_acc = accuracy(model, val_feats, val_labels, device)
         rate = n / (time.time() - t0)

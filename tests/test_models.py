@@ -124,6 +124,12 @@ def test_adopting_a_received_teacher_checks_it(tmp_path):
         checkpoint.adopt(tmp_path / "ok.pt", {**cfg, "hop_ms": 20.0})
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         checkpoint.adopt(tmp_path / "missing.pt", cfg)
+    diverged = models.build(arch, kw)
+    with torch.no_grad():
+        diverged.stem.weight[0, 0, 0] = float("nan")
+    checkpoint.save(tmp_path / "nan.pt", diverged, arch, kw, cfg)
+    with pytest.raises(ValueError, match=r"nan.pt: weights are not finite \(NaN/inf in \['stem.weight'\]"):
+        checkpoint.adopt(tmp_path / "nan.pt", cfg)
 
 
 def test_unknown_data_source_is_named():
@@ -176,3 +182,28 @@ def test_unknown_optimizer_is_refused_by_name():
     from kws import train
     with pytest.raises(ValueError, match="optimizer must be sgd or adamw"):
         train.make_optimizer([torch.nn.Parameter(torch.zeros(1))], {"optimizer": "adam", "lr": 0.1, "weight_decay": 0})
+
+
+def test_a_diverged_training_run_stops_with_a_clear_error():
+    from kws import train
+    cfg = features.make_config()
+    rng = np.random.default_rng(0)
+    wave = rng.normal(0, 3000, (32, 16000)).astype(np.int16)
+    labels = torch.as_tensor(rng.integers(0, 12, 32))
+    p = {"epochs": 2, "batch_size": 16, "optimizer": "sgd", "momentum": 0.9, "lr": 1e30, "warmup_epochs": 0,
+         "weight_decay": 0.0, "seed": 0, "device": "cpu",
+         "augment": {"time_shift_ms": 0, "noise_prob": 0.0, "noise_volume": 0.0, "freq_masks": 0,
+                     "freq_mask_width": 0, "time_masks": 0, "time_mask_width": 0}}
+    net = models.build(*models.preset("tc_resnet8", 0.25, 40, 12))
+    with pytest.raises(FloatingPointError, match=r"\[teacher\] training diverged: loss .* lower the stage's lr"):
+        train.fit(net, features.mel_power(wave, cfg), labels, features.mel_power(wave[:4], cfg), cfg,
+                  features.compute(wave[:8], cfg), labels[:8], p, name="teacher")
+
+
+def test_export_refuses_a_model_with_nan_weights(tmp_path):
+    from kws import export
+    net = models.build(*models.preset("tc_resnet8", 0.25, 40, 12)).eval()
+    with torch.no_grad():
+        net.fc.weight[0, 0] = float("nan")
+    with pytest.raises(RuntimeError, match="not finite"):
+        export.to_onnx(net, torch.randn(2, 40, 101), tmp_path / "nan.onnx")
