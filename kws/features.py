@@ -14,6 +14,9 @@ DEFAULT_CONFIG = {
     "log_offset": 1e-6, "mean": 0.0, "std": 1.0,
 }
 KINDS = ("logmel", "mfcc")
+# STFT framing, named once: the front end uses it and describe() hands it to firmware.
+PERIODIC_WINDOW = True  # Hann, periodic (torch.hann_window's default, librosa's too)
+CENTER, PAD_MODE = True, "constant"  # frames centred on t * hop: the clip zero-padded by n_fft // 2 each side
 
 
 def make_config(**overrides):
@@ -87,7 +90,7 @@ class FrontEnd(torch.nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
-        self.register_buffer("window", torch.hann_window(win_length(cfg), periodic=True))
+        self.register_buffer("window", torch.hann_window(win_length(cfg), periodic=PERIODIC_WINDOW))
         self.register_buffer("mel", mel_filterbank(cfg))
         if cfg["kind"] == "mfcc":
             self.register_buffer("dct", dct_matrix(cfg["n_mfcc"], cfg["n_mels"]))
@@ -95,7 +98,7 @@ class FrontEnd(torch.nn.Module):
     def power(self, wave):
         c = self.cfg
         spec = torch.stft(wave, c["n_fft"], hop_length(c), win_length(c), self.window,
-                          center=True, pad_mode="constant", return_complex=True)
+                          center=CENTER, pad_mode=PAD_MODE, return_complex=True)
         return torch.matmul(self.mel, spec.real ** 2 + spec.imag ** 2)
 
     def finish(self, power):
@@ -107,6 +110,40 @@ class FrontEnd(torch.nn.Module):
 
     def forward(self, wave):
         return self.finish(self.power(wave))
+
+
+def describe(cfg):
+    """The front end as a port needs it, every choice spelt out, with its constant matrices as
+    numbers: what FrontEnd computes, written for someone who will not read this file."""
+    win, n_fft = win_length(cfg), cfg["n_fft"]
+    spec = {
+        "sample_rate": cfg["sample_rate"], "clip_samples": cfg["clip_samples"],
+        "input": "int16 PCM, mono; x = pcm / 32768.0",
+        "window": {"type": "hann", "periodic": PERIODIC_WINDOW, "length": win,
+                   "formula": "w[n] = 0.5 - 0.5 * cos(2 * pi * n / length), n = 0..length-1",
+                   "placement": f"centred in the n_fft frame: zero-padded by {(n_fft - win) // 2} samples on the left "
+                                f"and {n_fft - win - (n_fft - win) // 2} on the right"},
+        "win_length": win, "hop_length": hop_length(cfg), "n_fft": n_fft, "n_frames": n_frames(cfg),
+        "center": CENTER, "pad_mode": PAD_MODE,
+        "framing": f"frame t covers samples [t * hop - n_fft / 2, t * hop + n_fft / 2) of the clip; samples "
+                   f"outside the clip are 0 ({PAD_MODE} padding); frames t = 0..n_frames-1",
+        "spectrum": "power: |rfft(frame * window, n_fft)|^2, n_fft // 2 + 1 bins, no scaling",
+        "mel": {"scale": "htk", "hz_to_mel": "2595 * log10(1 + f / 700)", "n_mels": cfg["n_mels"],
+                "f_min": cfg["f_min"], "f_max": cfg["f_max"],
+                "filters": "triangular, edges evenly spaced in mel between f_min and f_max, peak 1, "
+                           "no area (Slaney) normalization; bin k is at k * sample_rate / n_fft Hz",
+                "matrix": mel_filterbank(cfg).tolist()},
+        "log": {"function": "natural log", "offset": cfg["log_offset"], "formula": "log(mel_power + offset)"},
+        "kind": cfg["kind"],
+        "normalization": {"mean": cfg["mean"], "std": cfg["std"],
+                          "formula": "(feature - mean) / std, one scalar pair over all channels and frames"},
+        "layout": f"[channels, frames] = [{n_channels(cfg)}, {n_frames(cfg)}], row-major: "
+                  f"element (c, t) at c * {n_frames(cfg)} + t",
+    }
+    if cfg["kind"] == "mfcc":
+        spec["dct"] = {"type": "DCT-II, orthonormal, applied after the log over the mel axis", "n_mfcc": cfg["n_mfcc"],
+                       "matrix": dct_matrix(cfg["n_mfcc"], cfg["n_mels"]).tolist()}
+    return spec
 
 
 def in_batches(fn, wave, channels, cfg, batch_size=256):

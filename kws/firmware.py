@@ -64,19 +64,35 @@ def _qparams(details):
     return float(q["scales"][0]), int(q["zero_points"][0])
 
 
-def run(model_bytes, features, arena_bytes=MAX_ARENA):
-    """Logits [N, C] of the model on features [N, n_mels, T], one clip at a time as on the MCU:
-    features quantized to the int8 input, int8 output dequantized."""
-    tflm = interpreter(model_bytes, arena_bytes)
-    in_scale, in_zero = _qparams(tflm.get_input_details(0))
-    out_scale, out_zero = _qparams(tflm.get_output_details(0))
-    x = np.clip(np.round(np.asarray(features, dtype=np.float32) / in_scale) + in_zero, -128, 127).astype(np.int8)
+def io_quantization(model_bytes):
+    """(input, output) (scale, zero point) of the model: real = scale * (int8 - zero point)."""
+    tflm = interpreter(model_bytes, MAX_ARENA)
+    return _qparams(tflm.get_input_details(0)), _qparams(tflm.get_output_details(0))
+
+
+def quantize(features, scale, zero_point):
+    """Float features -> the int8 input tensor (nearest, ties to even; the firmware does this step)."""
+    return np.clip(np.round(np.asarray(features, dtype=np.float32) / scale) + zero_point, -128, 127).astype(np.int8)
+
+
+def invoke(tflm, x_int8):
+    """int8 outputs [N, C] of an interpreter on int8 inputs [N, ...], one clip at a time as on the MCU."""
     out = []
-    for clip in x:
+    for clip in x_int8:
         tflm.set_input(clip[None], 0)
         tflm.invoke()
         out.append(tflm.get_output(0)[0])
-    return (np.stack(out).astype(np.float32) - out_zero) * out_scale
+    return np.stack(out)
+
+
+def run(model_bytes, features, arena_bytes=MAX_ARENA):
+    """Logits [N, C] of the model on features [N, n_mels, T]: features quantized to the int8
+    input, int8 output dequantized."""
+    tflm = interpreter(model_bytes, arena_bytes)
+    in_scale, in_zero = _qparams(tflm.get_input_details(0))
+    out_scale, out_zero = _qparams(tflm.get_output_details(0))
+    out = invoke(tflm, quantize(features, in_scale, in_zero))
+    return (out.astype(np.float32) - out_zero) * out_scale
 
 
 @contextlib.contextmanager

@@ -74,3 +74,16 @@ def make_test_set(tmp_path, make_folder):
             starts[f"{i}.wav"] = int(start)
         return root, noise_root, starts
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A small TC-ResNet8 as an INT8 .tflite (PTQ on random features), its torch reference and test features."""
+    import torch  # here, not at the top: most tests need neither torch nor the converter
+    from kws import firmware, models, quant
+    torch.manual_seed(0)
+    model = models.build("tc_resnet", models.tc_resnet_kwargs(8, 0.25, 40, 12)).eval()
+    calib, test = torch.randn(64, 40, 101), torch.randn(32, 40, 101)
+    reference = quant.ptq_reference(model, calib)
+    path = firmware.to_tflite(reference, calib[:8], tmp_path_factory.mktemp("tflite") / "tiny.int8.tflite")
+    return {"reference": reference, "bytes": path.read_bytes(), "path": path, "test": test.numpy()}

@@ -7,16 +7,6 @@ from ai_edge_litert.tools.flatbuffer_utils import schema_fb
 from kws import firmware, models, quant
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    torch.manual_seed(0)
-    model = models.build("tc_resnet", models.tc_resnet_kwargs(8, 0.25, 40, 12)).eval()
-    calib, test = torch.randn(64, 40, 101), torch.randn(32, 40, 101)
-    reference = quant.ptq_reference(model, calib)
-    path = firmware.to_tflite(reference, calib[:8], tmp_path_factory.mktemp("tflite") / "tiny.int8.tflite")
-    return {"reference": reference, "bytes": path.read_bytes(), "path": path, "test": test.numpy()}
-
-
 def test_tflite_is_int8_in_and_out(tiny):
     tflm = firmware.interpreter(tiny["bytes"], firmware.MAX_ARENA)
     for details in (tflm.get_input_details(0), tflm.get_output_details(0)):
@@ -43,7 +33,7 @@ def test_smallest_arena_runs_and_one_byte_less_does_not(tiny):
 def test_tflm_matches_torch_quantized_reference(tiny):
     got = firmware.run(tiny["bytes"], tiny["test"])
     want = models.logits(tiny["reference"], torch.as_tensor(tiny["test"])).numpy()
-    scale = firmware._qparams(firmware.interpreter(tiny["bytes"], firmware.MAX_ARENA).get_output_details(0))[0]
+    scale = firmware.io_quantization(tiny["bytes"])[1][0]
     assert np.abs(got - want).max() <= scale * 1.01  # within one output LSB
     assert firmware.top1_agreement(got, {"torch": want})["torch"] >= 0.995
 

@@ -6,8 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+
+from kws.sources import CLASSES
+from test_package import numpy_front_end
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -84,6 +88,11 @@ def test_dvc_repro_runs_the_dag_and_caches(repo):
     for name, row in firmware["models"].items():
         assert row["flash_bytes"] == (repo / f"models/tflite/{name}.int8.tflite").stat().st_size, name
         assert row["arena_bytes"] > 0 and row["parity"]["torch"] >= 0.9, name
+    handoff = json.loads((repo / "models/firmware/manifest.json").read_text())
+    assert handoff["model"] == summary["deployed"] and handoff["classes"] == CLASSES
+    golden = np.load(repo / "models/firmware/golden.npz")  # real test clips: a port from the manifest matches
+    np.testing.assert_allclose(numpy_front_end(golden["wave_int16"], handoff["front_end"]), golden["features"],
+                               rtol=0, atol=1e-4)
     memo = (repo / "memo/MEMO.md").read_text()
     assert summary["deployed"] in memo or m[summary["deployed"]]["label"] in memo
     assert all((repo / "memo" / f"{p}.png").stat().st_size > 10_000 for p in ("accuracy_vs_size", "det"))
