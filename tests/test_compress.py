@@ -42,8 +42,10 @@ def test_prune_widths_follow_the_ratio():
     assert prune.widths(0.5) == {"wide": 0.75, "narrow": 0.5}
     w = prune.widths(0.6)
     assert math.isclose(w["wide"], 0.7) and math.isclose(w["narrow"], 0.4)
-    with pytest.raises(ValueError, match="prune.ratio"):
-        prune.widths(1.2)
+    for bad in (1.2, 0.99, 0, "abc", True):  # 0.99 used to prune nothing, silently
+        with pytest.raises(ValueError, match=r"prune.ratio must be a number in \(0, 0.9\]"):
+            prune.widths(bad)
+    assert prune.widths(0.9)["narrow"] == pytest.approx(0.1)
     with pytest.raises(ValueError, match="prune.importance"):
         prune.prune(small_teacher(), 0.5, "random-ish")
 
