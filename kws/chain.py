@@ -2,6 +2,7 @@
 
 One table, read by the export, summary and memo stages (dvc.yaml's evaluate stages list the same
 names and paths; tests/test_chain.py holds the two together)."""
+from pathlib import Path
 
 # The stages behind each model, in order; a model's effort is the sum of its stages' efforts.
 PRUNED_WIDE = ["teacher", "prune/wide", "finetune/wide"]
@@ -43,6 +44,11 @@ def int8_file(name):
     """The INT8 ONNX file whose footprint stands for model `name` (fp32 models: their PTQ copy)."""
     path = MODELS[name][0]
     return path if path.endswith(".onnx") else f"models/onnx/{name}.int8.onnx"
+
+
+def tflite_file(name):
+    """The .tflite the firmware stage writes of `int8_file(name)`, named after it."""
+    return f"models/tflite/{Path(int8_file(name)).name.removesuffix('.onnx')}.tflite"
 
 
 def fp32_file(name):

@@ -157,10 +157,10 @@ def top1_agreement(logits, references):
     return {name: float(np.mean(top1 == np.asarray(ref).argmax(1))) for name, ref in references.items()}
 
 
-def model_key(int8_onnx_path):
-    """The name firmware figures are filed under for an INT8 ONNX file: its stem before '.int8'
-    (a PTQ copy goes by its fp32 model's name, as in models/onnx)."""
-    return Path(int8_onnx_path).name.split(".")[0]
+def model_key(model_path):
+    """The name firmware figures are filed under for an INT8 model file (.onnx or .tflite): its stem
+    before '.int8' (a PTQ copy goes by its fp32 model's name, as in models/onnx)."""
+    return Path(model_path).name.split(".")[0]
 
 
 def measured_figures(firmware_metrics, int8_onnx_path):

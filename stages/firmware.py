@@ -4,13 +4,11 @@ clips), top-1 parity with its ONNX INT8 model and with the reference on the test
 runs the .tflite), and flash, tensor arena and ops measured by TFLite Micro
 -> models/tflite/, metrics/firmware.json."""
 import time
-from pathlib import Path
 
 import torch
 
 from kws import chain, checkpoint, export, firmware, io, models, quant
 
-OUT = Path("models/tflite")
 QAT_REFERENCE = ("student_qat", "models/qat/student_qat.pt2")  # written by the qat stage
 
 
@@ -32,12 +30,12 @@ def main():
     report = {}
     for name, reference in references(cfg, calib_x):
         onnx_path = chain.int8_file(name)
-        tflite = firmware.to_tflite(reference, calib_x[:8], OUT / Path(onnx_path).with_suffix(".tflite").name)
+        tflite = firmware.to_tflite(reference, calib_x[:8], chain.tflite_file(name))
         got = firmware.run(tflite.read_bytes(), test_x.numpy())
         parity = firmware.top1_agreement(got, {"onnx": export.ort_logits(onnx_path, test_x),
                                                "torch": models.logits(reference, test_x).numpy()})
         figures = firmware.measure(tflite, test_x[:p["probe_clips"]].numpy())
-        report[name] = {**figures, "parity": parity}  # == firmware.model_key(onnx_path)
+        report[firmware.model_key(tflite)] = {**figures, "parity": parity}
         print(f"[firmware] {tflite}: flash {figures['flash_bytes']} B, arena {figures['arena_bytes']} B, "
               f"top-1 agrees with ONNX {parity['onnx']:.2%}, torch {parity['torch']:.2%}", flush=True)
         worst = min(parity, key=parity.get)

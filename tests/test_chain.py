@@ -20,3 +20,10 @@ def test_int8_models_name_the_fp32_model_they_come_from():
     assert chain.fp32_file("student_qat") == "models/onnx/student_kd.fp32.onnx"
     # export writes models/onnx/<fp32 name>.int8.onnx: the PTQ models evaluated are those files
     assert chain.int8_file("pruned_narrow_ptq") == chain.int8_file("pruned_narrow")
+
+
+def test_every_int8_model_has_one_tflite_named_after_its_onnx():
+    # the firmware stage writes, and the summary and package stages read, these files
+    assert chain.tflite_file("pruned_wide_ptq") == chain.tflite_file("pruned_wide") == "models/tflite/pruned_wide.int8.tflite"
+    assert chain.tflite_file("student_qat") == "models/tflite/student_qat.int8.tflite"
+    assert len({chain.tflite_file(n) for n in chain.INT8}) == len(chain.INT8)
