@@ -40,12 +40,13 @@ def load_split(split):
     return d["x"], d["y"]
 
 
-def save_train(power, y, noise_power):
-    torch.save({"power": power, "y": y, "noise_power": noise_power}, FEATURES / "train.pt")
+def save_train(power, y, noise_power, synthetic):
+    torch.save({"power": power, "y": y, "noise_power": noise_power, "synthetic": synthetic}, FEATURES / "train.pt")
 
 
 def load_train():
-    """(mel power [N, n_mels, T], labels [N], noise mel power [M, n_mels, T]) of the train split,
-    memory-mapped: at Speech Commands scale the spectra are about a gigabyte."""
+    """(mel power [N, n_mels, T], labels [N], noise mel power [M, n_mels, T], synthetic [N] bool:
+    espeak-ng speech) of the train split, memory-mapped: at Speech Commands scale the spectra are
+    about a gigabyte."""
     d = torch.load(FEATURES / "train.pt", weights_only=True, mmap=True)
-    return d["power"], d["y"], d["noise_power"]
+    return d["power"], d["y"], d["noise_power"], d["synthetic"]

@@ -32,13 +32,23 @@ def speaker_of(filename):
     return m.group(1) if m else Path(filename).name.split(".")[0]
 
 
-def which_set(speaker, val_percent, test_percent, salt=""):
-    """TensorFlow's hash split on the speaker id, so one speaker never spans two splits."""
+def which_set(speaker, val_percent, test_percent, salt="", fold=0):
+    """TensorFlow's hash split on the speaker id, so one speaker never spans two splits.
+
+    Fold f moves the test share (and the validation share before it) round the hash circle by
+    f * test_percent: folds 0 .. n_folds(test_percent) - 1 put every speaker in test exactly once."""
     h = int(hashlib.sha1((salt + speaker).encode()).hexdigest(), 16)
     pct = (h % (MAX_NUM_WAVS_PER_CLASS + 1)) * (100.0 / MAX_NUM_WAVS_PER_CLASS)
+    pct = (pct - fold * test_percent) % 100.0
     if pct < val_percent:
         return "val"
     return "test" if pct < val_percent + test_percent else "train"
+
+
+def n_folds(test_percent):
+    """Speaker folds whose test shares tile the speakers (the last one shorter if test_percent
+    does not divide 100)."""
+    return math.ceil(100.0 / test_percent)
 
 
 def detect_layout(root):
@@ -57,14 +67,20 @@ def read_list(path):
     return {line.strip() for line in path.read_text().splitlines() if line.strip()} if path.exists() else set()
 
 
-def scan(root, val_percent=10.0, test_percent=10.0, origin=REAL):
+def scan(root, val_percent=10.0, test_percent=10.0, origin=REAL, fold=0):
     """Records {path, word, speaker, split, source=origin} for every clip, plus a report of what was odd.
 
-    Split by the official lists when the folder has them, else by speaker hash."""
+    Split by the official lists when the folder has them, else by speaker hash (fold: `which_set`)."""
     root = Path(root)
     layout = detect_layout(root)
     val_list, test_list = read_list(root / "validation_list.txt"), read_list(root / "testing_list.txt")
     use_lists = layout == "full" and bool(val_list or test_list)
+    if not (isinstance(fold, int) and 0 <= fold < n_folds(test_percent)):
+        raise ValueError(f"data.fold must be an integer in [0, {n_folds(test_percent) - 1}] with "
+                         f"data.test_percent={test_percent} (the folds tile the speakers), got {fold!r}")
+    if fold and use_lists:
+        raise ValueError(f"data.fold={fold}: {root} has official validation/testing lists, which fix the "
+                         "split; speaker folds apply to folders split by speaker hash (set data.fold 0)")
     # The official test set was itself cut by which_set, so unsalted every speaker would land in
     # "test" again: re-split it with a salted hash (still speaker-disjoint).
     salt = "resplit:" if layout == "test_set" else ""
@@ -82,7 +98,7 @@ def scan(root, val_percent=10.0, test_percent=10.0, origin=REAL):
             if use_lists:
                 split = "val" if rel in val_list else "test" if rel in test_list else "train"
             else:
-                split = which_set(speaker, val_percent, test_percent, salt)
+                split = which_set(speaker, val_percent, test_percent, salt, fold)
             records.append({"path": str(f), "word": word, "speaker": speaker, "split": split, "source": origin})
     present = {f"{r['path'].split('/')[-2]}/{Path(r['path']).name}" for r in records}
     missing_listed = sorted((val_list | test_list) - present)
@@ -91,6 +107,7 @@ def scan(root, val_percent=10.0, test_percent=10.0, origin=REAL):
         raise ValueError(f"{root}: no clips for keyword(s) {missing_kw} (folders empty or missing); "
                          "every keyword needs clips")
     report = {"root": str(root), "layout": layout, "split_by": "official lists" if use_lists else f"speaker hash{' (salted re-split)' if salt else ''}",
+              "speaker_fold": None if use_lists else [fold, n_folds(test_percent)],
               "clips_found": len(records), "empty_folders": empty,
               "listed_but_missing": len(missing_listed), "listed_but_missing_examples": missing_listed[:5]}
     return records, report

@@ -4,6 +4,12 @@
     dvc queue start                  # `dvc queue status` until nothing is Queued or Running
     python scripts/sweep_table.py    # -> memo/sweep.csv, memo/sweep.png
 
+Speaker k-fold on a small folder (every speaker tested once, by a model that never heard it):
+
+    dvc exp run --queue -S data.test_percent=20 -S data.fold=0,1,2,3,4
+    dvc queue start
+    python scripts/sweep_table.py --param data.fold --pool   # + memo/sweep_pooled.csv
+
 It reads `dvc exp show --json` (or a saved copy: --json FILE). That output is a list: the uncommitted
 workspace first, then each baseline commit, each as {rev, name, data, error, experiments}; an
 experiment is {name, executor: {state: queued|running|success|failed} or null when run in the
@@ -23,6 +29,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from kws.metrics import wilson  # noqa: E402
 
 SUMMARY = "metrics/summary.json"
 PARAMS = "params.yaml"
@@ -91,6 +99,7 @@ def table(show, param_name):
             rows.append({"run": name, "rev": data["rev"][:7], "timestamp": data["timestamp"],
                          param_name: param(data, param_name), "model": model, "int8_bytes": m["int8_bytes"],
                          "top1": m["top1"], "far_macro": m["far_macro"], "clip_epochs": m["effort"]["clip_epochs"],
+                         "test_clips": data["metrics"][SUMMARY]["data"].get("dataset", {}).get("test_clips"),
                          "wall_s": m["effort"]["wall_s"]})
     if not rows:
         raise SystemExit("no finished run with metrics in `dvc exp show`; see `dvc queue status`"
@@ -100,6 +109,21 @@ def table(show, param_name):
     kept = df.sort_values("timestamp", kind="stable").drop_duplicates([param_name, "model"], keep="last")
     skipped += [(n, f"older run at the same {param_name}") for n in sorted(set(df["run"]) - set(kept["run"]))]
     return kept.sort_values(param_name, kind="stable").reset_index(drop=True), skipped  # models in summary order
+
+
+def pooled(df):
+    """Per model over the runs of a speaker k-fold (one per data.fold): top-1 of all test clips
+    pooled, with its Wilson interval (the folds' test speakers are disjoint, so each clip counts
+    once), and FAR at 1% FRR averaged over folds weighted by their test clips."""
+    rows = []
+    for model, d in df.groupby("model", sort=False):
+        n = d["test_clips"].sum()
+        correct = round((d["top1"] * d["test_clips"]).sum())
+        lo, hi = wilson(correct, n)
+        rows.append({"model": model, "folds": len(d), "test_clips": n, "top1": correct / n, "top1_lo": lo,
+                     "top1_hi": hi, "far_macro": (d["far_macro"] * d["test_clips"]).sum() / n,
+                     "top1_fold_sd": d["top1"].std(ddof=1) if len(d) > 1 else float("nan")})
+    return pd.DataFrame(rows)
 
 
 def plot(df, param_name, path):
@@ -125,6 +149,8 @@ def main(argv=None):
     ap.add_argument("--param", default="prune.ratio", help="the swept parameter in params.yaml (dotted)")
     ap.add_argument("--all-commits", action="store_true", help="include experiments of every commit, not only HEAD")
     ap.add_argument("--out", default="memo", help="folder for sweep.csv and sweep.png")
+    ap.add_argument("--pool", action="store_true", help="the runs are speaker folds (data.fold): also pool "
+                    "their test clips per model -> sweep_pooled.csv")
     a = ap.parse_args(argv)
     df, skipped = table(exp_show(a.json, a.all_commits), a.param)
     for name, why in skipped:
@@ -135,6 +161,11 @@ def main(argv=None):
     plot(df, a.param, out / "sweep.png")
     print(df.pivot(index=a.param, columns="model", values="top1").round(4).to_string())
     print(f"-> {out / 'sweep.csv'}, {out / 'sweep.png'}")
+    if a.pool:
+        pool = pooled(df)
+        pool.to_csv(out / "sweep_pooled.csv", index=False)
+        print(pool.round(4).to_string(index=False))
+        print(f"-> {out / 'sweep_pooled.csv'}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import torch
 
-from kws import dataset, features, io
+from kws import dataset, features, io, sources
 
 
 def main():
@@ -19,7 +19,8 @@ def main():
     cfg["mean"], cfg["std"] = features.norm_stats(power, cfg)
     io.FEATURES.mkdir(parents=True, exist_ok=True)
     io.write_json(io.FEATURES / "config.json", cfg)
-    io.save_train(power, torch.as_tensor(labels[train]), features.mel_power(noise, cfg))
+    synthetic = torch.as_tensor(manifest["source"].to_numpy()[train] == sources.SYNTHETIC)
+    io.save_train(power, torch.as_tensor(labels[train]), features.mel_power(noise, cfg), synthetic)
     print(f"[features] train mel power {tuple(power.shape)}, {len(noise)} noise chunks", flush=True)
     # Calibration clips for post-training quantization: a fixed random train subset.
     rng = np.random.default_rng(0)

@@ -15,7 +15,7 @@ def main():
     root, noise_root = corpus_root(p)
     print(f"[fetch] scanning {root}", flush=True)
     origin = sources.SYNTHETIC if p["source"] == "synthetic" else sources.REAL
-    records, scan_report = sources.scan(root, p["val_percent"], p["test_percent"], origin)
+    records, scan_report = sources.scan(root, p["val_percent"], p["test_percent"], origin, p["fold"])
     noise_paths = sources.noise_files(noise_root)
     records, silence_report = silence.place_provided(records, noise_paths)
     labelled, need_silence = sources.assign_labels(records, p["silence_percent"], p["unknown_percent"], p["seed"])

@@ -19,11 +19,11 @@ def main():
         arch, kwargs = models.preset(p["model"], p["width"], features.n_channels(cfg), len(CLASSES))
         model = models.build(arch, kwargs, p["seed"])
         print(f"[teacher] training {p['model']} x{p['width']} ({models.n_params(model)} parameters)", flush=True)
-        result = train.train_on_dataset(model, p, "teacher")
+        result = train.train_on_dataset(model, p, "teacher", pretrain_epochs=p["pretrain_epochs"])
     checkpoint.save(OUT, model, arch, kwargs, cfg, stage="teacher")
     io.write_json("metrics/teacher.json", {
         "params": models.n_params(model), "fp32_bytes": 4 * models.n_params(model),
-        "best_val_acc": result.get("best_val_acc"),
+        "best_val_acc": result.get("best_val_acc"), "pretrain": result.get("pretrain"),
         "effort": {"clip_epochs": result["clip_epochs"], "wall_s": time.time() - t0, "train_wall_s": result["wall_s"]}})
     print(f"[teacher] wrote {OUT}", flush=True)
 

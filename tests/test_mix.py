@@ -39,3 +39,48 @@ def test_bad_mix_parameter_is_named(value):
 def test_mixing_into_the_synthetic_source_is_refused():
     with pytest.raises(ValueError, match="data.mix_synthetic_speakers.*data.synthetic.speakers"):
         data_source.synthetic_train_records({"mix_synthetic_speakers": 5, "source": "synthetic"})
+
+
+def small_workspace(tmp_path, monkeypatch, synthetic):
+    """params.yaml and data/features of a 12-class train split whose clips are espeak-ng where
+    `synthetic` is True (random spectra: only the bookkeeping is under test)."""
+    import torch
+    import yaml
+    from conftest import ROOT
+    from kws import features, io
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(yaml.safe_load((ROOT / "params.yaml").read_text())))
+    io.FEATURES.mkdir(parents=True)
+    cfg = {**features.make_config(), "mean": 0.0, "std": 1.0}
+    io.write_json(io.FEATURES / "config.json", cfg)
+    n, gen = len(synthetic), torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 12
+    power = torch.rand(n, cfg["n_mels"], features.n_frames(cfg), generator=gen)
+    io.save_train(power, labels, power[:4], torch.tensor(synthetic))
+    io.save_split("val", torch.randn(24, cfg["n_mels"], features.n_frames(cfg), generator=gen), torch.arange(24) % 12)
+    return cfg
+
+
+def test_pretraining_runs_on_synthetic_clips_then_on_recorded_ones(tmp_path, monkeypatch):
+    from kws import models, train
+    synthetic = [i % 3 != 0 for i in range(72)]  # 48 synthetic clips, 24 recorded
+    cfg = small_workspace(tmp_path, monkeypatch, synthetic)
+    model = models.build(*models.preset("tc_resnet8", 0.25, cfg["n_mels"], 12))
+    p = {"optimizer": "sgd", "momentum": 0.9, "lr": 0.01, "warmup_epochs": 0, "epochs": 2, "batch_size": 16,
+         "weight_decay": 0.0, "seed": 0, "device": "cpu"}
+    result = train.train_on_dataset(model, p, "t", pretrain_epochs=3)
+    # pre-training: the 48 synthetic clips and the 6 silence clips (label 0, all recorded here)
+    assert result["pretrain"]["epochs"] == 3 and result["pretrain"]["clip_epochs"] == 3 * (48 + 6)
+    assert 0 <= result["pretrain"]["last_val_acc"] <= 1
+    assert result["epochs"] == 2 and result["clip_epochs"] == 3 * 54 + 2 * 24
+    assert len(result["history"]) == 2
+    # one learning curve across both phases
+    assert len((tmp_path / "dvclive/t/plots/metrics/val_acc.tsv").read_text().splitlines()) == 1 + 3 + 2
+
+
+def test_pretraining_without_synthetic_clips_is_refused(tmp_path, monkeypatch):
+    from kws import models, train
+    cfg = small_workspace(tmp_path, monkeypatch, [False] * 24)
+    model = models.build(*models.preset("tc_resnet8", 0.25, cfg["n_mels"], 12))
+    with pytest.raises(ValueError, match="pretrain_epochs=2.*data.mix_synthetic_speakers"):
+        train.train_on_dataset(model, {"epochs": 1}, "teacher", pretrain_epochs=2)

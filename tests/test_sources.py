@@ -129,3 +129,26 @@ def test_real_gsc_folders_load(name, layout):
     else:
         assert {r["split"] for r in records} == {"train", "val", "test"}
         assert set(CLASSES) <= {r["label"] for r in labelled}
+
+
+def test_speaker_folds_test_every_speaker_once():
+    speakers = [f"{i:08x}" for i in range(2000)]
+    folds = [[sources.which_set(s, 10, 20, fold=f) for s in speakers] for f in range(sources.n_folds(20))]
+    assert len(folds) == 5
+    assert [sum(split == "test" for split in by_fold) for by_fold in zip(*folds)] == [1] * len(speakers)
+    for by_speaker in folds:  # each fold keeps the shares it was asked for
+        assert abs(by_speaker.count("test") / len(speakers) - 0.20) < 0.03
+        assert abs(by_speaker.count("val") / len(speakers) - 0.10) < 0.03
+    # fold 0 is TensorFlow's which_set, unchanged
+    assert folds[0] == [sources.which_set(s, 10, 20) for s in speakers]
+
+
+def test_speaker_fold_out_of_range_or_with_official_lists_is_refused(make_folder):
+    root = make_folder(KEYWORDS, speakers=[f"{i:08x}" for i in range(20)], noise=False)
+    assert sources.scan(root, 10, 25, fold=3)[1]["speaker_fold"] == [3, 4]
+    for fold in (4, -1, 1.0):
+        with pytest.raises(ValueError, match=r"data.fold must be an integer in \[0, 3\]"):
+            sources.scan(root, 10, 25, fold=fold)
+    (root / "testing_list.txt").write_text(f"yes/{sorted((root / 'yes').iterdir())[0].name}\n")
+    with pytest.raises(ValueError, match="data.fold=1.*official"):
+        sources.scan(root, fold=1)
