@@ -98,8 +98,24 @@ def test_wrong_rate_is_resampled_or_refused(tmp_path):
         audio.read_clip(path, resample=False)
 
 
-def test_short_clips_are_padded():
-    assert audio.fit_length(np.ones(100, np.int16), 16000).sum() == 100
+def test_short_clips_are_padded_at_the_end_and_long_ones_cropped_at_the_centre():
+    short = np.arange(1, 101, dtype=np.int16)
+    padded = audio.fit_length(short, 16000)
+    assert padded.shape == (16000,) and np.array_equal(padded[:100], short) and not padded[100:].any()
+    long = np.arange(16100, dtype=np.int32)
+    assert np.array_equal(audio.fit_length(long, 16000), long[50:16050])
+
+
+def test_the_official_test_set_is_re_split_by_a_salted_hash(make_folder):
+    """The official test set holds exactly the speakers TensorFlow's unsalted hash puts in "test",
+    so an unsalted split of it would have no train or validation clips."""
+    in_test = [s for s in (f"{i:08x}" for i in range(2000)) if sources.which_set(s, 10, 10) == "test"][:60]
+    root = make_folder(KEYWORDS, speakers=in_test, noise=False)
+    (root / sources.UNKNOWN).mkdir()
+    records, report = sources.scan(root)
+    assert report["layout"] == "test_set" and report["split_by"] == "speaker hash (salted re-split)"
+    share = {s: sum(r["split"] == s for r in records) / len(records) for s in sources.SPLITS}
+    assert share["train"] > 0.6 and share["val"] > 0.03 and share["test"] > 0.03, share
 
 
 def test_dataset_counts_and_skips_bad_files(make_folder):
