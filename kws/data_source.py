@@ -29,20 +29,6 @@ def corpus_root(p):
     return root, noise
 
 
-def inputs(p) -> dict:
-    """What the fetch stage will read for the `data` block `p`, without fetching anything: the
-    folders to fingerprint and, for the download, the pinned archive (its SHA-256 is its identity).
-    The synthetic corpus is not listed: it follows from the parameters and the code alone."""
-    folders, archive = {}, None
-    if p["root"] and p["source"] in ("folder", "speech_commands"):
-        folders["root"] = p["root"]
-    elif p["source"] == "speech_commands":
-        archive = {"url": download.GSC_URL, "sha256": download.GSC_SHA256, "bytes": download.GSC_SIZE}
-    if p["noise_root"]:
-        folders["noise_root"] = p["noise_root"]
-    return {"folders": folders, "archive": archive}
-
-
 def synthetic_corpus(s, seed, cache):
     """The espeak-ng corpus for these settings, made once per settings and reused after."""
     key = hashlib.sha1(json.dumps({**s, "seed": seed}, sort_keys=True).encode()).hexdigest()[:10]

@@ -3,11 +3,29 @@
 Why not make the folder itself a DVC dependency: its path is a parameter (`data.root`), empty for
 the default synthetic source, and `dvc.yaml` cannot template an empty or optional path into
 `deps`. So the source stage writes this fingerprint on every run and fetch depends on the file:
-fetch reruns exactly when the fingerprint changes.
+fetch reruns exactly when the fingerprint changes. This module imports no torch or scipy: the
+stage runs on every `dvc repro`, and those imports alone take seconds.
 """
 import hashlib
 import os
 from pathlib import Path
+
+from kws import download
+
+
+def inputs(p) -> dict:
+    """What the fetch stage will read for the `data` block `p` (see kws/data_source.py), without
+    fetching anything: the folders to fingerprint and, for the download, the pinned archive (its
+    SHA-256 is its identity). The synthetic corpus is not listed: it follows from the parameters
+    and the code alone."""
+    folders, archive = {}, None
+    if p["root"] and p["source"] in ("folder", "speech_commands"):
+        folders["root"] = p["root"]
+    elif p["source"] == "speech_commands":
+        archive = {"url": download.GSC_URL, "sha256": download.GSC_SHA256, "bytes": download.GSC_SIZE}
+    if p["noise_root"]:
+        folders["noise_root"] = p["noise_root"]
+    return {"folders": folders, "archive": archive}
 
 
 def folder(root) -> dict:

@@ -2,7 +2,7 @@
 renamed or rewritten, and only then."""
 import os
 
-from kws import data_source, download, fingerprint
+from kws import download, fingerprint
 
 
 def test_folder_fingerprint_follows_names_sizes_and_mtimes(tmp_path):
@@ -26,9 +26,9 @@ def test_folder_fingerprint_follows_names_sizes_and_mtimes(tmp_path):
 
 def test_inputs_name_what_fetch_reads():
     block = {"source": "synthetic", "root": "/some/folder", "noise_root": ""}
-    assert data_source.inputs(block) == {"folders": {}, "archive": None}  # root is unused there
+    assert fingerprint.inputs(block) == {"folders": {}, "archive": None}  # root is unused there
     block = {"source": "folder", "root": "/a", "noise_root": "/b"}
-    assert data_source.inputs(block) == {"folders": {"root": "/a", "noise_root": "/b"}, "archive": None}
-    downloaded = data_source.inputs({"source": "speech_commands", "root": "", "noise_root": ""})
+    assert fingerprint.inputs(block) == {"folders": {"root": "/a", "noise_root": "/b"}, "archive": None}
+    downloaded = fingerprint.inputs({"source": "speech_commands", "root": "", "noise_root": ""})
     assert downloaded == {"folders": {}, "archive": {"url": download.GSC_URL, "sha256": download.GSC_SHA256,
                                                      "bytes": download.GSC_SIZE}}
