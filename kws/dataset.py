@@ -4,6 +4,7 @@ file I/O, so the 2 cores stay busy on the model."""
 import json
 import random
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -16,20 +17,25 @@ NOISE_SPLIT = {"train": (0.0, 0.8), "val": (0.8, 0.9), "test": (0.9, 1.0)}  # ti
 
 
 def read_clips(records, sample_rate, clip_samples, progress=True):
-    """Decode every record; bad files are skipped and returned with their reason."""
-    waves, kept, bad = [], [], []
+    """(audio, kept records, bad files, resampled files): bad files are skipped, resampled ones
+    kept; both come as {path, reason} so the report can say what was wrong with each."""
+    waves, kept, bad, resampled = [], [], [], []
     t0, last = time.time(), time.time()
     for i, r in enumerate(records):
         try:
-            waves.append(audio.read_clip(r["path"], sample_rate, clip_samples))
-            kept.append(r)
+            clip, rate = audio.read_clip(r["path"], sample_rate, clip_samples)
         except audio.BadAudio as e:
-            bad.append(str(e))
+            bad.append({"path": e.path, "reason": e.reason})
+        else:
+            waves.append(clip)
+            kept.append(r)
+            if rate != sample_rate:
+                resampled.append({"path": r["path"], "reason": f"resampled from {rate} Hz"})
         if progress and time.time() - last > 5:
             last = time.time()
             print(f"  read {i + 1}/{len(records)} clips ({(i + 1) / (last - t0):.0f}/s)", flush=True)
     wave = np.stack(waves) if waves else np.zeros((0, clip_samples), np.int16)
-    return wave, kept, bad
+    return wave, kept, bad, resampled
 
 
 def noise_ranges(n_samples, clip_samples):
@@ -68,10 +74,11 @@ def build(records, need_silence, noise_paths, sample_rate=16000, clip_samples=16
 
     need_silence: (split, clips) pairs of silence to cut from noise, drawn in that order (so a
     pair appended later, like a synthetic mix's, leaves the earlier splits' silence unchanged)."""
-    wave, kept, bad = read_clips(records, sample_rate, clip_samples, progress)
+    wave, kept, bad, resampled = read_clips(records, sample_rate, clip_samples, progress)
     if records and 100.0 * len(bad) / len(records) > max_bad_percent:
+        examples = [f"{b['path']}: {b['reason']}" for b in bad[:3]]
         raise ValueError(f"{len(bad)} of {len(records)} clips are unreadable or malformed (more than "
-                         f"data.max_bad_percent={max_bad_percent}%), e.g. {bad[:3]}")
+                         f"data.max_bad_percent={max_bad_percent}%), e.g. {examples}")
     noise = noise_chunks(noise_paths, sample_rate, clip_samples)
     rng = random.Random(seed)
     parts, rows, made = [wave], list(kept), dict.fromkeys(SPLITS, 0)
@@ -82,7 +89,11 @@ def build(records, need_silence, noise_paths, sample_rate=16000, clip_samples=16
         made[split] += n
     manifest = pd.DataFrame(rows, columns=["path", "word", "speaker", "split", "label", "source"])
     manifest["label_index"] = manifest["label"].map(CLASSES.index)
-    report = {"clips": len(manifest), "bad_files_skipped": len(bad), "bad_file_examples": bad[:20],
+    # Every bad and resampled file is listed: bad ones are at most data.max_bad_percent of the clips.
+    report = {"clips": len(manifest), "bad_files_skipped": len(bad),
+              "bad_file_kinds": dict(Counter(audio.kind_of(b["reason"]) for b in bad)), "bad_files": bad,
+              "resampled": len(resampled), "resampled_kinds": dict(Counter(r["reason"] for r in resampled)),
+              "resampled_files": resampled,
               "noise_recordings": [str(p) for p in noise_paths],
               "noise_chunks": {s: int(len(c)) for s, c in noise.items()},
               "counts": counts(manifest, "label", CLASSES),

@@ -82,7 +82,7 @@ def place_provided(records, noise_paths, sample_rate=16000, clip_samples=16000):
     for r in records:
         if r["word"] == SILENCE:
             try:
-                waves.append(audio.read_clip(r["path"], sample_rate, clip_samples))
+                waves.append(audio.read_clip(r["path"], sample_rate, clip_samples)[0])
                 provided.append(r)
             except audio.BadAudio:
                 pass  # dataset.build skips and reports it

@@ -29,15 +29,25 @@ def main():
     # data does not (or every downstream stage would rerun).
     report = {"source": p["source"], **scan_report, "provided_silence": silence_report, **report}
     dataset.save(OUT, wave, manifest, noise, report)
+    print(f"[fetch] {problem_line(report)}", flush=True)
     dataset.check_classes(report)
     wall_s = time.time() - t0
-    io.write_json("metrics/fetch.json", {"clips": report["clips"], "bad_files_skipped": report["bad_files_skipped"],
-                                         "effort": {"wall_s": wall_s}})
+    problems = {"bad_files_skipped": report["bad_files_skipped"], "bad_file_kinds": report["bad_file_kinds"],
+                "resampled": report["resampled"], "listed_but_missing": report["listed_but_missing"]}
+    io.write_json("metrics/fetch.json", {"clips": report["clips"], **problems, "effort": {"wall_s": wall_s}})
     for split in sources.SPLITS:
         print(f"[fetch] {split:5s} {sum(report['counts'][split].values()):6d} clips", flush=True)
-    if report["bad_files_skipped"]:
-        print(f"[fetch] skipped {report['bad_files_skipped']} bad files, e.g. {report['bad_file_examples'][:3]}")
     print(f"[fetch] wrote {OUT}/ in {wall_s:.0f} s", flush=True)
+
+
+def problem_line(report):
+    """One line on what was wrong with the source; the files and reasons are in report.json."""
+    def detail(kinds):
+        return f" ({', '.join(f'{n} {kind}' for kind, n in kinds.items())})" if kinds else ""
+    return (f"skipped {report['bad_files_skipped']} bad files{detail(report['bad_file_kinds'])}; "
+            f"kept {report['resampled']} files at other sample rates{detail(report['resampled_kinds'])}; "
+            f"{report['listed_but_missing']} files named in the split lists are missing "
+            f"(see {OUT / 'report.json'})")
 
 
 if __name__ == "__main__":

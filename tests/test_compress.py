@@ -66,6 +66,25 @@ def test_kd_loss_matches_hand_computation():
     assert distill.kd_loss(s, t, y, 0.0, T).item() == pytest.approx(ce, rel=1e-6)
 
 
+def test_ensemble_soft_targets_are_the_mean_of_the_teachers_softened_probabilities():
+    """The distil loss with several teachers is KD against the average of their softmax(z / T):
+    a missing temperature on either side of ensemble_logits changes the targets."""
+    torch.manual_seed(0)
+    teachers = [torch.nn.Linear(6, 12) for _ in range(3)]
+    for t in teachers:
+        t.weight.data *= 8  # confident teachers: softening by T = 4 matters
+    student = torch.nn.Linear(6, 12)
+    x, y, T, alpha = torch.randn(5, 6), torch.tensor([0, 3, 5, 7, 11]), 4.0, 0.7
+    with torch.no_grad():
+        targets = torch.stack([torch.softmax(t(x) / T, 1) for t in teachers]).mean(0)
+        torch.testing.assert_close(torch.softmax(distill.ensemble_logits(teachers, x, T) / T, 1), targets)
+        s = student(x)
+        kl = (targets * (targets.log() - torch.log_softmax(s / T, 1))).sum(1).mean()
+        expected = (1 - alpha) * torch.nn.functional.cross_entropy(s, y) + alpha * T * T * kl
+        loss = distill.make_loss(teachers, {"alpha": alpha, "temperature": T, "feature_weight": 0.0})
+        torch.testing.assert_close(loss(student, x, y), expected)
+
+
 def test_feature_hint_adapter_shapes():
     student = models.build(*models.preset("bc_resnet", 1.0, 40, 12))
     teacher = small_teacher()

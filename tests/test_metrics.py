@@ -132,3 +132,18 @@ def test_det_rows_cover_every_keyword_and_pooled():
     rows = metrics.det_rows(one_hot_probs(labels, 0.5), labels)
     assert {r["keyword"] for r in rows} == set(KEYWORDS) | {"pooled"}
     assert all(0 <= r["frr"] <= 1 for r in rows)
+
+
+def test_det_rows_put_false_accepts_on_far_and_misses_on_frr():
+    """30 of 100 "yes" clips score below every other clip, 70 above: whatever share of impostors a
+    threshold lets in (0 < FAR < 1), it misses those 30, so FRR is 0.3 along the whole curve."""
+    labels = np.repeat(np.arange(len(CLASSES)), 100)
+    yes = CLASSES.index("yes")
+    scores = one_hot_probs(labels, 0.5)
+    rng = np.random.default_rng(0)
+    scores[:, yes] = rng.uniform(0.0, 1.0, len(labels))  # impostors spread over (0, 1)
+    scores[labels == yes, yes] = np.r_[np.full(30, -1.0), np.full(70, 2.0)]
+    curve = [r for r in metrics.det_rows(scores, labels) if r["keyword"] == "yes"]
+    assert [r["far"] for r in curve] == pytest.approx(list(metrics.DET_GRID))
+    inner = [r["frr"] for r in curve if 2 / 1100 <= r["far"] <= 0.99]
+    assert len(inner) >= 35 and inner == pytest.approx([0.3] * len(inner))

@@ -112,6 +112,30 @@ def test_spec_mask_zeroes_bands_within_width():
     out = augment.spec_mask(feats, 1, 5, 0, 0, torch.Generator().manual_seed(0))
     zero_rows = (out == 0).all(dim=2).sum(dim=1)
     assert zero_rows.max() <= 5 and zero_rows.sum() > 0
+    assert not (out == 0).all(dim=1).any()  # no time mask asked for
+
+
+def zeroed_bands(feats):
+    """(zeroed mel bins, zeroed frames) per clip of a [B, F, T] batch."""
+    zero = feats == 0
+    return zero.all(dim=2).sum(dim=1), zero.all(dim=1).sum(dim=1)
+
+
+@pytest.mark.parametrize("masks", [(0, 2), (2, 0)])  # (frequency, time)
+def test_augmentation_masks_the_axes_it_is_asked_to(masks):
+    """Through augment_batch, as training calls it: time masks zero whole frames (up to 2 x 10
+    of them), frequency masks whole mel bins (up to 2 x 5), and neither touches the other axis."""
+    cfg = {**features.make_config(), "mean": -3.0, "std": 2.0}
+    p = {"time_shift_ms": 0, "noise_prob": 0.0, "noise_volume": 0.0, "freq_masks": masks[0], "freq_mask_width": 5,
+         "time_masks": masks[1], "time_mask_width": 10}
+    power = features.mel_power(torch.randn(16, 16000) * 0.1, cfg)
+    bins, frames = zeroed_bands(augment.augment_batch(power, torch.zeros(0, 40, 101), features.FrontEnd(cfg), p,
+                                                      torch.Generator().manual_seed(0)))
+    for zeroed, n, width in ((bins, masks[0], 5), (frames, masks[1], 10)):
+        if n:
+            assert zeroed.max() <= n * width and (zeroed > 0).float().mean() > 0.5
+        else:
+            assert not zeroed.any()
 
 
 def test_adopting_a_received_teacher_checks_it(tmp_path):

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
-from kws.sources import CLASSES
+from conftest import tone
+from kws.audio import write_clip
+from kws.sources import CLASSES, KEYWORDS
 from test_package import numpy_front_end
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,20 +42,28 @@ def run(cmd, cwd):
     return out.stdout
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pipeline")
+def scratch_repo(d, over):
+    """A git+DVC repo in `d` with this project's pipeline and params.yaml updated by `over`."""
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(ROOT / name, d / name)
     for name in ("stages", "kws"):
         shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
-    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), over)
     (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], d)
     run(["dvc", "init", "-q"], d)
     run(["dvc", "config", "core.analytics", "false"], d)
     commit(d, "tiny pipeline")
     return d
+
+
+def stages_run(log):
+    return {line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    return scratch_repo(tmp_path_factory.mktemp("pipeline"), TINY)
 
 
 def commit(repo, message):
@@ -96,23 +106,40 @@ def test_dvc_repro_runs_the_dag_and_caches(repo):
     memo = (repo / "memo/MEMO.md").read_text()
     assert summary["deployed"] in memo or m[summary["deployed"]]["label"] in memo
     assert all((repo / "memo" / f"{p}.png").stat().st_size > 10_000 for p in ("accuracy_vs_size", "det"))
-    again = run(["dvc", "repro"], repo)
-    assert "Data and pipelines are up to date" in again, again
+    again = run(["dvc", "repro"], repo)  # only the data fingerprint is taken again
+    assert stages_run(again) == {"source"} and "Stage 'fetch' didn't change" in again, again
 
 
 def test_changing_the_prune_ratio_reruns_only_pruning_onwards(repo):
     out = run(["dvc", "status"], repo)
-    assert "changed" not in out
+    assert out.split() == ["source:", "always", "changed"], out
     commit(repo, "baseline run")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["prune"]["ratio"] = 0.7
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     before = json.loads((repo / "metrics/summary.json").read_text())["models"]
-    log = run(["dvc", "repro"], repo)
-    ran = {line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")}
+    ran = stages_run(run(["dvc", "repro"], repo))
     assert {"prune@wide", "finetune@wide", "prune@narrow", "finetune@narrow", "distill", "qat", "summary"} <= ran
     assert not ran & {"fetch", "features", "teacher", "evaluate@teacher", "baseline"}
     after = json.loads((repo / "metrics/summary.json").read_text())["models"]
     assert after["pruned_narrow"]["params"] < before["pruned_narrow"]["params"]  # width 0.3 < 0.4
     diff = run(["dvc", "metrics", "diff", "--all", "--md"], repo)
     assert "models.pruned_narrow.params" in diff and "models.pruned_narrow.top1" in diff, diff
+
+
+def test_editing_a_folder_source_reruns_fetch(make_folder, tmp_path):
+    """Finding 10 of issue #11: a clip replaced (same size) or removed in a data.root folder reruns
+    fetch; an untouched folder does not."""
+    root = make_folder(KEYWORDS + ["bed"], speakers=[f"{i:08x}" for i in range(40)])
+    (tmp_path / "repo").mkdir()
+    repo = scratch_repo(tmp_path / "repo", {"data": {"source": "folder", "root": str(root)}})
+    assert "fetch" in stages_run(run(["dvc", "repro", "fetch"], repo))
+    assert stages_run(run(["dvc", "repro", "fetch"], repo)) == {"source"}
+    clip = root / "yes" / "00000001_nohash_0.wav"
+    size = clip.stat().st_size
+    write_clip(clip, tone(1234))
+    assert clip.stat().st_size == size
+    assert "fetch" in stages_run(run(["dvc", "repro", "fetch"], repo))
+    (root / "no" / "00000002_nohash_0.wav").unlink()
+    assert "fetch" in stages_run(run(["dvc", "repro", "fetch"], repo))
+    assert stages_run(run(["dvc", "repro", "fetch"], repo)) == {"source"}

@@ -1,8 +1,12 @@
+import json
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import SHARED, tone
+from conftest import SHARED, run_fetch, tone
 from kws import audio, dataset, sources
 from kws.sources import CLASSES, KEYWORDS
 
@@ -64,31 +68,54 @@ def test_labels_follow_the_tensorflow_proportions(make_folder):
 def test_bad_audio_is_refused_with_the_path(tmp_path):
     good = tmp_path / "good.wav"
     audio.write_clip(good, tone(440))
-    trunc = tmp_path / "trunc.wav"
-    trunc.write_bytes(good.read_bytes()[:30])
+    no_data = tmp_path / "no_data.wav"
+    no_data.write_bytes(good.read_bytes()[:30])
+    truncated = tmp_path / "truncated.wav"  # header + 1,000 of the 16,000 samples it announces
+    truncated.write_bytes(good.read_bytes()[:2044])
+    zero_bytes = tmp_path / "zero_bytes.wav"
+    zero_bytes.write_bytes(b"")
     stereo = tmp_path / "stereo.wav"
     sf.write(stereo, np.stack([tone(440), tone(440)], 1), 16000, subtype="PCM_16")
-    empty = tmp_path / "empty.wav"
-    sf.write(empty, np.zeros(0, np.int16), 16000, subtype="PCM_16")
-    for path, why in [(trunc, "unreadable"), (stereo, "2 channels"), (empty, "no samples")]:
-        with pytest.raises(audio.BadAudio, match=why) as e:
+    header_only = tmp_path / "header_only.wav"
+    sf.write(header_only, np.zeros(0, np.int16), 16000, subtype="PCM_16")
+    for path, why in [(no_data, "unreadable"), (stereo, "not mono: 2 channels"), (header_only, "no samples"),
+                      (truncated, "^truncated: header says 32000 data bytes, file holds 2000$"),
+                      (zero_bytes, "^empty file$")]:
+        with pytest.raises(audio.BadAudio) as e:
             audio.read_clip(path)
-        assert str(path) in str(e.value)
+        assert re.search(why, e.value.reason) and str(e.value) == f"{path}: {e.value.reason}"
+    assert audio.read_clip(good)[1] == 16000
 
 
 def test_wrong_rate_is_resampled_or_refused(tmp_path):
     path = tmp_path / "44k.wav"
     sf.write(path, tone(440, sr=44100), 44100, subtype="PCM_16")
-    clip = audio.read_clip(path)
-    assert clip.shape == (16000,) and clip.dtype == np.int16
+    clip, rate = audio.read_clip(path)
+    assert rate == 44100 and clip.shape == (16000,) and clip.dtype == np.int16
     spectrum = np.abs(np.fft.rfft(clip))
     assert abs(int(spectrum.argmax()) - 440) <= 1  # 1 Hz bins over one second
     with pytest.raises(audio.BadAudio, match="44100 Hz, expected 16000"):
         audio.read_clip(path, resample=False)
 
 
-def test_short_clips_are_padded():
-    assert audio.fit_length(np.ones(100, np.int16), 16000).sum() == 100
+def test_short_clips_are_padded_at_the_end_and_long_ones_cropped_at_the_centre():
+    short = np.arange(1, 101, dtype=np.int16)
+    padded = audio.fit_length(short, 16000)
+    assert padded.shape == (16000,) and np.array_equal(padded[:100], short) and not padded[100:].any()
+    long = np.arange(16100, dtype=np.int32)
+    assert np.array_equal(audio.fit_length(long, 16000), long[50:16050])
+
+
+def test_the_official_test_set_is_re_split_by_a_salted_hash(make_folder):
+    """The official test set holds exactly the speakers TensorFlow's unsalted hash puts in "test",
+    so an unsalted split of it would have no train or validation clips."""
+    in_test = [s for s in (f"{i:08x}" for i in range(2000)) if sources.which_set(s, 10, 10) == "test"][:60]
+    root = make_folder(KEYWORDS, speakers=in_test, noise=False)
+    (root / sources.UNKNOWN).mkdir()
+    records, report = sources.scan(root)
+    assert report["layout"] == "test_set" and report["split_by"] == "speaker hash (salted re-split)"
+    share = {s: sum(r["split"] == s for r in records) / len(records) for s in sources.SPLITS}
+    assert share["train"] > 0.6 and share["val"] > 0.03 and share["test"] > 0.03, share
 
 
 def test_dataset_counts_and_skips_bad_files(make_folder):
@@ -99,7 +126,7 @@ def test_dataset_counts_and_skips_bad_files(make_folder):
     with pytest.raises(ValueError, match="max_bad_percent"):
         dataset.build(labelled, need.items(), sources.noise_files(root), max_bad_percent=0.1, progress=False)
     wave, manifest, noise, report = dataset.build(labelled, need.items(), sources.noise_files(root), max_bad_percent=5, progress=False)
-    assert report["bad_files_skipped"] == 1 and "0000dead" in report["bad_file_examples"][0]
+    assert report["bad_files_skipped"] == 1 and "0000dead" in report["bad_files"][0]["path"]
     assert len(wave) == len(manifest) == report["clips"]
     assert (manifest["label"] == "_silence_").sum() == sum(need.values())
     assert len(noise) == 16  # 80% of the 20 one-second chunks of the noise recording
@@ -152,3 +179,30 @@ def test_speaker_fold_out_of_range_or_with_official_lists_is_refused(make_folder
     (root / "testing_list.txt").write_text(f"yes/{sorted((root / 'yes').iterdir())[0].name}\n")
     with pytest.raises(ValueError, match="data.fold=1.*official"):
         sources.scan(root, fold=1)
+
+
+def test_fetch_reports_truncated_empty_resampled_and_missing_files(make_folder, tmp_path, monkeypatch, capsys):
+    """Finding 4 and 6 of issue #11, through the real fetch stage: each odd file is named with what
+    was wrong in report.json, counted in metrics/fetch.json and summed up on the console."""
+    root = make_folder(KEYWORDS + ["bed"], speakers=[f"{i:08x}" for i in range(40)])
+    records, _ = sources.scan(root)  # official lists that keep the hash split, plus one absent file
+    listed = {s: [r["path"].removeprefix(f"{root}/") for r in records if r["split"] == s] for s in ("val", "test")}
+    (root / "validation_list.txt").write_text("\n".join(listed["val"]) + "\n")
+    (root / "testing_list.txt").write_text("\n".join(listed["test"] + ["left/ffffffff_nohash_0.wav"]) + "\n")
+    truncated = root / "yes" / "00000000_nohash_0.wav"
+    truncated.write_bytes(truncated.read_bytes()[:2044])
+    empty = root / "no" / "0000beef_nohash_0.wav"
+    empty.write_bytes(b"")
+    slow = root / "up" / "0000cafe_nohash_0.wav"
+    sf.write(slow, tone(300, sr=8000), 8000, subtype="PCM_16")
+    _, manifest, _, report = run_fetch(tmp_path, monkeypatch, source="folder", root=str(root))
+    assert sorted((b["path"], b["reason"]) for b in report["bad_files"]) == [
+        (str(empty), "empty file"), (str(truncated), "truncated: header says 32000 data bytes, file holds 2000")]
+    assert report["resampled_files"] == [{"path": str(slow), "reason": "resampled from 8000 Hz"}]
+    assert str(slow) in set(manifest["path"]) and not {str(truncated), str(empty)} & set(manifest["path"])
+    metrics = json.loads(Path("metrics/fetch.json").read_text())
+    assert metrics["bad_files_skipped"] == 2 and metrics["bad_file_kinds"] == {"truncated": 1, "empty file": 1}
+    assert metrics["resampled"] == 1 and metrics["listed_but_missing"] == 1
+    line = next(l for l in capsys.readouterr().out.splitlines() if "bad files" in l)
+    assert ("skipped 2 bad files" in line and "1 truncated" in line and "1 empty file" in line
+            and "1 resampled from 8000 Hz" in line and "1 files named in the split lists are missing" in line), line

@@ -1,0 +1,34 @@
+"""The data fingerprint the source stage writes: it changes when a clip is added, removed,
+renamed or rewritten, and only then."""
+import os
+
+from kws import download, fingerprint
+
+
+def test_folder_fingerprint_follows_names_sizes_and_mtimes(tmp_path):
+    (tmp_path / "yes").mkdir()
+    clip = tmp_path / "yes" / "a_nohash_0.wav"
+    clip.write_bytes(b"1234")
+    first = fingerprint.folder(tmp_path)
+    assert first["files"] == 1 and first["bytes"] == 4 and fingerprint.folder(tmp_path) == first
+    seen = {first["sha1"]}
+    os.utime(clip, ns=(10**18, 10**18))  # rewritten in place: same name and size, new mtime
+    seen.add(fingerprint.folder(tmp_path)["sha1"])
+    (tmp_path / "yes" / "b_nohash_0.wav").write_bytes(b"")  # added
+    seen.add(fingerprint.folder(tmp_path)["sha1"])
+    clip.rename(tmp_path / "yes" / "c_nohash_0.wav")  # renamed
+    seen.add(fingerprint.folder(tmp_path)["sha1"])
+    (tmp_path / "yes" / "b_nohash_0.wav").unlink()  # removed
+    seen.add(fingerprint.folder(tmp_path)["sha1"])
+    assert len(seen) == 5
+    assert fingerprint.folder(tmp_path / "nope") == {"path": str(tmp_path / "nope"), "missing": True}
+
+
+def test_inputs_name_what_fetch_reads():
+    block = {"source": "synthetic", "root": "/some/folder", "noise_root": ""}
+    assert fingerprint.inputs(block) == {"folders": {}, "archive": None}  # root is unused there
+    block = {"source": "folder", "root": "/a", "noise_root": "/b"}
+    assert fingerprint.inputs(block) == {"folders": {"root": "/a", "noise_root": "/b"}, "archive": None}
+    downloaded = fingerprint.inputs({"source": "speech_commands", "root": "", "noise_root": ""})
+    assert downloaded == {"folders": {}, "archive": {"url": download.GSC_URL, "sha256": download.GSC_SHA256,
+                                                     "bytes": download.GSC_SIZE}}
