@@ -19,6 +19,7 @@ BIN = Path(sys.executable).parent
 TINY = {
     "data": {"synthetic": {"speakers": 24, "other_words": 3}},
     "features": {"calib_clips": 64},
+    "quantize": {"calib_clips": 64, "sweep_calib_clips": [32, 64]},
     "teacher": {"epochs": 2, "batch_size": 64, "warmup_epochs": 0},
     "finetune": {"epochs": 1, "batch_size": 64, "warmup_epochs": 0},
     "distill": {"epochs": 1, "batch_size": 64, "warmup_epochs": 0},
