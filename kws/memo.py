@@ -549,10 +549,12 @@ def quantization_markdown(s, q):
                  f"INT8 validation top-1 change: {losses}. Decision: {decision}."
                  + (" The .tflite carries int8 activations only: for a lifted model the ONNX file is the reference "
                     "and the firmware parity check compares the .tflite with it." if lifted else ""))
-    ptq, qat = ms["student_ptq"], ms["student_qat"]
+    ptq, qat, kd = ms["student_ptq"], ms["student_qat"], ms["student_kd"]
     better = qat["val_top1"] > ptq["val_top1"]
-    lines.append(f"- **PTQ vs QAT** (distilled student): validation top-1 {pct(ptq['val_top1'])} vs "
-                 f"{pct(qat['val_top1'])}; test top-1 {with_interval(ptq, 'top1', pct)} vs {with_interval(qat, 'top1', pct)}, "
+    headroom = round((kd["val_top1"] - ptq["val_top1"]) * s["dataset"]["val_clips"])
+    lines.append(f"- **PTQ vs QAT** (distilled student): PTQ leaves {max(headroom, 0)} of {s['dataset']['val_clips']} "
+                 f"validation clips to win back from the fp32 student ({pct(kd['val_top1'])}): about what QAT can "
+                 f"recover; validation top-1 {pct(ptq['val_top1'])} (PTQ) vs {pct(qat['val_top1'])} (QAT); test top-1 {with_interval(ptq, 'top1', pct)} vs {with_interval(qat, 'top1', pct)}, "
                  f"FAR {with_interval(ptq, 'far_macro', far)} vs {with_interval(qat, 'far_macro', far)}; "
                  f"{paired(s, 'qat_vs_ptq')}. "
                  + ("QAT earns its place on validation here." if better else
