@@ -527,16 +527,16 @@ def quantization_markdown(s, q):
         lines.append(f"- **Sensitivity** of `{s['deployed']}`{note}: validation top-1 {pct(t['fp32']['top1'])} fp32, "
                      f"{pct(t['int8']['top1'])} all INT8; most sensitive layers: {named}.")
     sweep = q["calibration_sweep"]
-    cells = ", ".join(f"{r['method']} x {r['calib_clips']}: {pct(r['val_top1'])} "
-                      f"({pct(r['val_top1_lo']).rstrip('%')}-{pct(r['val_top1_hi']).rstrip('%')}), FAR {far(r['val_far'])}"
-                      for r in sweep["rows"])
+    cells = ", ".join(f"{r['method']} x {r['calib_clips']}: {with_interval(r, 'val_top1', pct)}, "
+                      f"FAR {far(r['val_far'])}" for r in sweep["rows"])
     spread = [r["val_top1"] for r in sweep["rows"]]
     overlap = max(r["val_top1_lo"] for r in sweep["rows"]) <= min(r["val_top1_hi"] for r in sweep["rows"])
     lines.append(f"- **Calibration:** {cfg['method']} ranges over {cfg['calib_clips']} training clips, "
                  f"{'per-channel' if cfg['per_channel'] else 'per-tensor'} int8 weights, cross-layer equalization "
                  f"{'on' if cfg['equalize'] else 'off'}. Sweep on `{sweep['model']}` (validation top-1, 95% interval): "
                  f"{cells}. The spread is {change(max(spread) - min(spread), 1, 'up to', 'up to')}; the intervals "
-                 f"{'all overlap: no choice is distinguishable on this validation split' if overlap else 'do not all overlap'}.")
+                 + ("all overlap: no choice is distinguishable on this validation split." if overlap
+                    else "do not all overlap."))
     lifted = {n: r for n, r in q["models"].items() if r["int16_tensors"]}
     losses = ", ".join(f"{n} {change(r['int8']['top1'] - r['fp32']['top1'], 1)}" for n, r in q["models"].items())
     decision = (f"no model needed 16-bit activations" if not lifted else
@@ -554,7 +554,8 @@ def quantization_markdown(s, q):
     headroom = round((kd["val_top1"] - ptq["val_top1"]) * s["dataset"]["val_clips"])
     lines.append(f"- **PTQ vs QAT** (distilled student): PTQ leaves {max(headroom, 0)} of {s['dataset']['val_clips']} "
                  f"validation clips to win back from the fp32 student ({pct(kd['val_top1'])}): about what QAT can "
-                 f"recover; validation top-1 {pct(ptq['val_top1'])} (PTQ) vs {pct(qat['val_top1'])} (QAT); test top-1 {with_interval(ptq, 'top1', pct)} vs {with_interval(qat, 'top1', pct)}, "
+                 f"recover; validation top-1 {pct(ptq['val_top1'])} (PTQ) vs {pct(qat['val_top1'])} (QAT); "
+                 f"test top-1 {with_interval(ptq, 'top1', pct)} vs {with_interval(qat, 'top1', pct)}, "
                  f"FAR {with_interval(ptq, 'far_macro', far)} vs {with_interval(qat, 'far_macro', far)}; "
                  f"{paired(s, 'qat_vs_ptq')}. "
                  + ("QAT earns its place on validation here." if better else

@@ -67,9 +67,10 @@ def main():
             quantizer = sensitivity.Quantizer(fp32, calib, val_x, val_y, max_frr, q["method"], q["per_channel"])
             table = sensitivity.layer_sensitivity(quantizer)
             details["sensitivity"][name] = {**table, "most_sensitive": sensitivity.most_sensitive(table)}
-            print(f"[export] {name}: most sensitive layers {details['sensitivity'][name]['most_sensitive']}", flush=True)
-    details["calibration_sweep"] = {"model": SWEPT, "rows": calibration_sweep(OUT / f"{SWEPT}.fp32.onnx", calib_x.numpy(),
-                                                                              val_x, val_y, q, max_frr)}
+            print(f"[export] {name}: most sensitive layers {details['sensitivity'][name]['most_sensitive']}",
+                  flush=True)
+    sweep = calibration_sweep(OUT / f"{SWEPT}.fp32.onnx", calib_x.numpy(), val_x, val_y, q, max_frr)
+    details["calibration_sweep"] = {"model": SWEPT, "rows": sweep}
     io.write_json("metrics/quantize.json", details)
     io.write_json("metrics/export.json", {**headline, "effort": {"wall_s": time.time() - t0, "clip_epochs": 0}})
 

@@ -82,7 +82,8 @@ def test_equalization_is_exact_and_undoes_the_plant(toy):
 def test_plain_ptq_collapses_and_the_pipelines_ptq_does_not(toy, tmp_path):
     planted = plant(toy["model"])
     fp32 = export.to_onnx(planted, torch.as_tensor(toy["calib"][0][:8]), tmp_path / "planted.fp32.onnx")
-    plain = quant.ptq(fp32, tmp_path / "planted.int8.onnx", toy["calib"][0])  # int8 per-tensor activations, nothing else
+    # int8 per-tensor activations and nothing else
+    plain = quant.ptq(fp32, tmp_path / "planted.int8.onnx", toy["calib"][0])
     fp32_top1 = top1(fp32, toy["test"])
     assert fp32_top1 >= 0.7
     assert top1(plain, toy["test"]) < fp32_top1 - 0.10  # measured: 77.3% fp32 -> 64.3%
