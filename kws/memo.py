@@ -539,12 +539,11 @@ def quantization_markdown(s, q):
                     else "do not all overlap."))
     lifted = {n: r for n, r in q["models"].items() if r["int16_tensors"]}
     losses = ", ".join(f"{n} {change(r['int8']['top1'] - r['fp32']['top1'], 1)}" for n, r in q["models"].items())
-    decision = (f"no model needed 16-bit activations" if not lifted else
-                "; ".join(f"`{n}`: {len(r['int16_tensors'])} tensors at 16 bits ({', '.join(r['int16_tensors'])}), "
-                          f"validation top-1 {pct(r['final']['top1'])} "
-                          f"({'within' if r['within_budget'] else '**still over**'} budget), costing "
-                          f"{r['bytes']['arena_extra']} B of arena (planned) and {r['bytes']['flash_extra']} B of "
-                          "flash (16x8 int64 biases)" for n, r in lifted.items()))
+    decision = "; ".join(f"`{n}`: {len(r['int16_tensors'])} tensor{'s' * (len(r['int16_tensors']) > 1)} at 16 bits "
+                         f"({', '.join(r['int16_tensors'])}), validation top-1 {pct(r['final']['top1'])} "
+                         f"({'within' if r['within_budget'] else '**still over**'} budget), costing "
+                         f"{r['bytes']['arena_extra']} B of arena (planned) and {r['bytes']['flash_extra']} B of "
+                         "flash (16x8 int64 biases)" for n, r in lifted.items()) or "no model needed 16-bit activations"
     lines.append(f"- **Mixed precision:** budget {pct(cfg['max_int8_loss'])} of validation top-1 against fp32. "
                  f"INT8 validation top-1 change: {losses}. Decision: {decision}."
                  + (" The .tflite carries int8 activations only: for a lifted model the ONNX file is the reference "
