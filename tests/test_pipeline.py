@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
+from kws import mixed
 from kws.sources import CLASSES
 from test_package import numpy_front_end
 
@@ -97,6 +98,11 @@ def test_dvc_repro_runs_the_dag_and_caches(repo):
     memo = (repo / "memo/MEMO.md").read_text()
     assert summary["deployed"] in memo or m[summary["deployed"]]["label"] in memo
     assert all((repo / "memo" / f"{p}.png").stat().st_size > 10_000 for p in ("accuracy_vs_size", "det"))
+    quantized = json.loads((repo / "metrics/quantize.json").read_text())  # the export stage's decisions
+    assert set(quantized["sensitivity"]) == {"pruned_wide", "pruned_narrow", "student_kd"}
+    for name, report in quantized["models"].items():  # each file carries the precision chosen for it
+        assert mixed.check_precision(repo / f"models/onnx/{name}.int8.onnx", report["int16_tensors"]), name
+    assert "## Quantization" in memo and (repo / "memo/quantization.png").stat().st_size > 10_000
     again = run(["dvc", "repro"], repo)
     assert "Data and pipelines are up to date" in again, again
 
