@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
-from kws.chain import MODELS  # noqa: E402
+from kws.chain import MODELS, fp32_source  # noqa: E402
 from kws.sources import CLASSES, KEYWORDS  # noqa: E402
 
 NEEDED = list(MODELS)
@@ -469,6 +469,103 @@ def memo_html(markdown, out_dir):
             + "\n".join(body) + "\n")
 
 
+# ---------------------------------------------------------------- quantization (metrics/quantize.json)
+
+QUANT_PLOT = "quantization.png"
+
+
+def read_quantize(metrics_dir):
+    """The export stage's quantization report, or None where there is none (older metrics)."""
+    path = Path(metrics_dir) / "quantize.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def sensitivity_source(s, q):
+    """(fp32 model whose PTQ sensitivity stands for the deployed model, note): itself for a PTQ copy,
+    the student it was trained from for the QAT student."""
+    name = fp32_source(s["deployed"])
+    note = "" if s["models"][s["deployed"]]["step"] == "PTQ" else \
+        f" (the deployed model is QAT-trained: these are its fp32 student `{name}` under PTQ)"
+    return (name, note) if name in q["sensitivity"] else (None, "")
+
+
+def plot_quantization(s, q, path):
+    """Per layer of the deployed model: validation top-1 with only that layer INT8 and with only it
+    left float, between the fp32 and all-INT8 figures."""
+    name, _ = sensitivity_source(s, q)
+    table = q["sensitivity"][name]
+    rows = table["layers"]
+    fig = plt.figure(figsize=(7, 0.32 * len(rows) + 1.6), dpi=DPI)
+    ax = fig.add_axes([0.3, 0.12, 0.66, 0.8])
+    y = np.arange(len(rows))
+    ax.scatter([100 * r["only_quantized_top1"] for r in rows], y, color=COLORS["int8"], label="only this layer INT8")
+    ax.scatter([100 * r["only_float_top1"] for r in rows], y, color=COLORS["fp32"], marker="s",
+               label="only this layer float")
+    ax.axvline(100 * table["fp32"]["top1"], color=COLORS["fp32"], ls="--", lw=1, label="all fp32")
+    ax.axvline(100 * table["int8"]["top1"], color=COLORS["int8"], ls="--", lw=1, label="all INT8")
+    ax.set_yticks(y, [r["layer"] for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("validation top-1 (%)")
+    ax.set_title(f"Per-layer quantization sensitivity: {s['models'][name]['label']}", fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    save(fig, path)
+
+
+def quantization_markdown(s, q):
+    """The quantization paragraph: sensitivity of the deployed model's layers, the calibration
+    choice and its sweep, the mixed-precision decision and its bytes, PTQ vs QAT."""
+    cfg, ms = q["settings"], s["models"]
+    lines = ["## Quantization", ""]
+    name, note = sensitivity_source(s, q)
+    if name is not None:
+        t = q["sensitivity"][name]
+        worst = {r["layer"]: r for r in t["layers"]}
+        named = "; ".join(f"{layer} ({pct(worst[layer]['only_quantized_top1'])} when only it is INT8, "
+                          f"{pct(worst[layer]['only_float_top1'])} when only it stays float)"
+                          for layer in t["most_sensitive"])
+        lines.append(f"- **Sensitivity** of `{s['deployed']}`{note}: validation top-1 {pct(t['fp32']['top1'])} fp32, "
+                     f"{pct(t['int8']['top1'])} all INT8; most sensitive layers: {named}.")
+    sweep = q["calibration_sweep"]
+    cells = ", ".join(f"{r['method']} x {r['calib_clips']}: {with_interval(r, 'val_top1', pct)}, "
+                      f"FAR {far(r['val_far'])}" for r in sweep["rows"])
+    spread = [r["val_top1"] for r in sweep["rows"]]
+    overlap = max(r["val_top1_lo"] for r in sweep["rows"]) <= min(r["val_top1_hi"] for r in sweep["rows"])
+    lines.append(f"- **Calibration:** {cfg['method']} ranges over {cfg['calib_clips']} training clips, "
+                 f"{'per-channel' if cfg['per_channel'] else 'per-tensor'} int8 weights, cross-layer equalization "
+                 f"{'on' if cfg['equalize'] else 'off'}. Sweep on `{sweep['model']}` (validation top-1, 95% interval): "
+                 f"{cells}. The spread is {change(max(spread) - min(spread), 1, 'up to', 'up to')}; the intervals "
+                 + ("all overlap: no choice is distinguishable on this validation split." if overlap
+                    else "do not all overlap."))
+    lifted = {n: r for n, r in q["models"].items() if r["int16_tensors"]}
+    losses = ", ".join(f"{n} {change(r['int8']['top1'] - r['fp32']['top1'], 1)}" for n, r in q["models"].items())
+    decision = "; ".join(f"`{n}`: {len(r['int16_tensors'])} tensor{'s' * (len(r['int16_tensors']) > 1)} at 16 bits "
+                         f"({', '.join(r['int16_tensors'])}), validation top-1 {pct(r['final']['top1'])} "
+                         f"({'within' if r['within_budget'] else '**still over**'} budget), costing "
+                         f"{r['bytes']['arena_extra']} B of arena (planned) and {r['bytes']['flash_extra']} B of "
+                         "flash (16x8 int64 biases)" for n, r in lifted.items()) or "no model needed 16-bit activations"
+    lines.append(f"- **Mixed precision:** budget {pct(cfg['max_int8_loss'])} of validation top-1 against fp32. "
+                 f"INT8 validation top-1 change: {losses}. Decision: {decision}."
+                 + (" The .tflite carries int8 activations only: for a lifted model the ONNX file is the reference "
+                    "and the firmware parity check compares the .tflite with it." if lifted else ""))
+    ptq, qat, kd = ms["student_ptq"], ms["student_qat"], ms["student_kd"]
+    better = qat["val_top1"] > ptq["val_top1"]
+    headroom = round((kd["val_top1"] - ptq["val_top1"]) * s["dataset"]["val_clips"])
+    lines.append(f"- **PTQ vs QAT** (distilled student): PTQ leaves {max(headroom, 0)} of {s['dataset']['val_clips']} "
+                 f"validation clips to win back from the fp32 student ({pct(kd['val_top1'])}): about what QAT can "
+                 f"recover; validation top-1 {pct(ptq['val_top1'])} (PTQ) vs {pct(qat['val_top1'])} (QAT); "
+                 f"test top-1 {with_interval(ptq, 'top1', pct)} vs {with_interval(qat, 'top1', pct)}, "
+                 f"FAR {with_interval(ptq, 'far_macro', far)} vs {with_interval(qat, 'far_macro', far)}; "
+                 f"{paired(s, 'qat_vs_ptq')}. "
+                 + ("QAT earns its place on validation here." if better else
+                    "QAT does not beat PTQ: for this TC-ResNet family PTQ (with equalization and the 16-bit budget) "
+                    "suffices. QAT is needed when PTQ stays over the budget after equalization and lifts, or when "
+                    "the target cannot run 16-bit activations."))
+    if name is not None:
+        lines += ["", f"![per-layer quantization sensitivity]({QUANT_PLOT})"]
+    return "\n".join(lines + [""])
+
+
 # ---------------------------------------------------------------- the stage's job
 
 def write_memo(metrics_dir="metrics", out_dir="memo"):
@@ -488,6 +585,13 @@ def write_memo(metrics_dir="metrics", out_dir="memo"):
     plot_det(det, s, out / PLOTS[3])
     plot_confusion(conf, s["models"][name]["label"], out / PLOTS[4])
     text = memo_markdown(s, resolution(conf))
+    plots = list(PLOTS)
+    q = read_quantize(metrics_dir)
+    if q is not None:
+        if sensitivity_source(s, q)[0] is not None:
+            plot_quantization(s, q, out / QUANT_PLOT)
+            plots.append(QUANT_PLOT)
+        text += "\n" + quantization_markdown(s, q)
     (out / "MEMO.md").write_text(text)
     (out / "memo.html").write_text(memo_html(text, out))
-    return [out / p for p in PLOTS] + [out / "MEMO.md", out / "memo.html"]
+    return [out / p for p in plots] + [out / "MEMO.md", out / "memo.html"]

@@ -10,8 +10,10 @@ Both routes end in a QDQ ONNX file that onnxruntime runs:
 The firmware .tflite starts from a PT2E reference too: the QAT one as saved, and for PTQ one
 calibrated like quantize_static (`ptq_reference`).
 """
+import contextlib
 import copy
 import dataclasses
+import io
 import logging
 import operator
 import warnings
@@ -49,18 +51,57 @@ class _Features(CalibrationDataReader):
         return next(self.batches, None)
 
 
-def ptq(fp32_onnx_path, int8_onnx_path, calib_features, batch_size=64, method=CalibrationMethod.MinMax):
+# calibration methods by their params.yaml names (onnxruntime's CalibrationMethod)
+CALIBRATION = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+# 16-bit activations as TFLite's "16x8" scheme has them: symmetric int16, zero point 0
+INT16 = {"quant_type": QuantType.QInt16}
+
+
+def calibration_method(name):
+    if name not in CALIBRATION:
+        raise ValueError(f"calibration method must be one of {sorted(CALIBRATION)}, got {name!r}")
+    return CALIBRATION[name]
+
+
+def ptq(fp32_onnx_path, int8_onnx_path, calib_features, batch_size=64, method="minmax", per_channel=True,
+        int16_tensors=(), nodes_to_quantize=None, nodes_to_exclude=None, calibration_cache=None):
     """Post-training static INT8 quantization of an fp32 ONNX model (from export.to_onnx).
-    Activation ranges come from running `calib_features` [N, n_mels, T] through the model.
+    Activation ranges come from running `calib_features` [N, n_mels, T] through the model with
+    `method` (minmax | percentile | entropy); weights int8, per output channel unless
+    `per_channel` is False. `int16_tensors` (activation tensor names) get 16-bit activations, the
+    rest int8 (mixed precision; the file is then opset 21). `nodes_to_quantize` /
+    `nodes_to_exclude` (node names) quantize only some layers (sensitivity analysis).
+    `calibration_cache` (a JSON path) keeps the ranges of the first call for later calls on the
+    same model and clips, so repeated quantizations calibrate once.
     quant_pre_process is skipped: the dynamo export is already shape-inferred and BN-folded,
     and the quantized graph came out identical with it."""
     if len(calib_features) == 0:
         raise ValueError("ptq: calib_features is empty")
     input_name = export.session(fp32_onnx_path).get_inputs()[0].name
-    quantize_static(str(fp32_onnx_path), str(int8_onnx_path), _Features(calib_features, input_name, batch_size),
-                    quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8, calibrate_method=method)
+    overrides = {name: [dict(INT16)] for name in int16_tensors}
+    with _quiet_ort():
+        quantize_static(str(fp32_onnx_path), str(int8_onnx_path), _Features(calib_features, input_name, batch_size),
+                        quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=calibration_method(method),
+                        nodes_to_quantize=nodes_to_quantize, nodes_to_exclude=nodes_to_exclude,
+                        extra_options={"TensorQuantOverrides": overrides} if overrides else None,
+                        calibration_cache_path=calibration_cache)
     return int8_onnx_path
+
+
+@contextlib.contextmanager
+def _quiet_ort():
+    """quantize_static logs a pre-processing hint on every call (see `ptq` for why it is skipped)
+    and its histogram calibrators print their settings: one stage log line per call otherwise."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
 
 
 def _quantizer(is_qat):

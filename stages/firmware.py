@@ -7,17 +7,20 @@ import time
 
 import torch
 
-from kws import chain, checkpoint, export, firmware, io, models, quant
+from kws import chain, checkpoint, equalize, export, firmware, io, models, quant
 
 QAT_REFERENCE = ("student_qat", "models/qat/student_qat.pt2")  # written by the qat stage
 
 
-def references(cfg, calib_x):
+def references(cfg, calib_x, q):
     """(chain model name, torch quantized reference) of every INT8 model: the PTQ copy of each
-    fp32 model (quantized as kws.quant.ptq quantized its ONNX), then the QAT student."""
+    fp32 model (equalized and calibrated as the export stage did, `quantize` block `q`; min/max
+    ranges and int8 activations only: the parity check below says whether that stands in for an
+    ONNX file calibrated otherwise or with 16-bit lifts), then the QAT student."""
     for name in chain.FP32:
         model, _ = checkpoint.load(chain.checkpoint_file(name), cfg)
-        yield name, quant.ptq_reference(model, calib_x)
+        model = equalize.equalize(model) if q["equalize"] else model
+        yield name, quant.ptq_reference(model, calib_x[:q["calib_clips"]])
     name, path = QAT_REFERENCE
     yield name, quant.load_reference(path)
 
@@ -28,7 +31,7 @@ def main():
     calib_x, _ = io.load_split("calib")
     test_x, _ = io.load_split("test")
     report = {}
-    for name, reference in references(cfg, calib_x):
+    for name, reference in references(cfg, calib_x, io.params("quantize")):
         onnx_path = chain.int8_file(name)
         tflite = firmware.to_tflite(reference, calib_x[:8], chain.tflite_file(name))
         got = firmware.run(tflite.read_bytes(), test_x.numpy())

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from conftest import tone
+from kws import mixed
 from kws.audio import write_clip
 from kws.sources import CLASSES, KEYWORDS
 from test_package import numpy_front_end
@@ -21,6 +22,7 @@ BIN = Path(sys.executable).parent
 TINY = {
     "data": {"synthetic": {"speakers": 24, "other_words": 3}},
     "features": {"calib_clips": 64},
+    "quantize": {"calib_clips": 64, "sweep_calib_clips": [32, 64]},
     "teacher": {"epochs": 2, "batch_size": 64, "warmup_epochs": 0},
     "finetune": {"epochs": 1, "batch_size": 64, "warmup_epochs": 0},
     "distill": {"epochs": 1, "batch_size": 64, "warmup_epochs": 0},
@@ -106,6 +108,11 @@ def test_dvc_repro_runs_the_dag_and_caches(repo):
     memo = (repo / "memo/MEMO.md").read_text()
     assert summary["deployed"] in memo or m[summary["deployed"]]["label"] in memo
     assert all((repo / "memo" / f"{p}.png").stat().st_size > 10_000 for p in ("accuracy_vs_size", "det"))
+    quantized = json.loads((repo / "metrics/quantize.json").read_text())  # the export stage's decisions
+    assert set(quantized["sensitivity"]) == {"pruned_wide", "pruned_narrow", "student_kd"}
+    for name, report in quantized["models"].items():  # each file carries the precision chosen for it
+        assert mixed.check_precision(repo / f"models/onnx/{name}.int8.onnx", report["int16_tensors"]), name
+    assert "## Quantization" in memo and (repo / "memo/quantization.png").stat().st_size > 10_000
     again = run(["dvc", "repro"], repo)  # only the data fingerprint is taken again
     assert stages_run(again) == {"source"} and "Stage 'fetch' didn't change" in again, again
 

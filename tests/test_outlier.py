@@ -1,0 +1,116 @@
+"""A planted outlier channel: one stem channel scaled by 100 and the next layers' weights reading
+it divided by 100, so the fp32 model computes the same function. Plain per-tensor INT8 PTQ loses
+most of its accuracy (the activation scale grows 100x and erases the other channels); the
+pipeline's PTQ (the params.yaml `quantize` block) keeps it, and 16-bit activations alone buy most
+of it back."""
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from kws import equalize, export, mixed, models, quant, sensitivity
+from test_quant import N_CLASSES, toy_batch, train
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTLIER = 100.0
+CHANNEL = 3
+MAX_FRR = 0.01
+
+
+def plant(model, channel=CHANNEL, factor=OUTLIER):
+    """A copy of `model` whose stem output channel is `factor` times larger, compensated exactly
+    in the two convs of the first block that read it."""
+    model = copy.deepcopy(model)
+    scale = torch.ones(model.stem_bn.num_features)
+    scale[channel] = factor
+    first = model.blocks[0]
+    equalize.scale_channels(model.stem_bn, [first.conv1, first.shortcut[0]], scale)
+    return model
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """A TC-ResNet8 x0.5 trained to ~80% on a hard toy task (faint class patterns in noise), so
+    that it needs the fine resolution of every channel, as a real keyword spotter does."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    protos = 0.3 * torch.randn(N_CLASSES, 40, 101, generator=gen)
+    model = models.build(*models.preset("tc_resnet8", 0.5, 40, N_CLASSES))
+    train(model, gen, protos, steps=200)
+    sets = {name: toy_batch(gen, protos, n) for name, n in (("val", 300), ("test", 300), ("calib", 128))}
+    return {"model": model.eval(), **{k: (x.numpy(), y.numpy()) for k, (x, y) in sets.items()}}
+
+
+def top1(path, data):
+    x, y = data
+    return float(np.mean(export.ort_logits(path, x).argmax(1) == y))
+
+
+def pipeline_ptq(model, toy, out, **overrides):
+    """The pipeline's PTQ with params.yaml's `quantize` defaults (and `overrides`)."""
+    p = {**yaml.safe_load((ROOT / "params.yaml").read_text())["quantize"], **overrides}
+    int8 = out / "m.int8.onnx"
+    report = mixed.quantize_model(model, torch.as_tensor(toy["calib"][0][:8]), out / "m.fp32.onnx", int8,
+                                  toy["calib"][0][:p["calib_clips"]], *toy["val"], MAX_FRR, equalize=p["equalize"],
+                                  max_int8_loss=p["max_int8_loss"], method=p["method"], per_channel=p["per_channel"])
+    return int8, report
+
+
+def test_planting_keeps_the_fp32_function(toy):
+    x = torch.as_tensor(toy["test"][0][:64])
+    planted = plant(toy["model"])
+    with torch.no_grad():
+        want, got = toy["model"](x), planted(x)
+        acts = planted.stem_bn(planted.stem(x)).relu().amax(dim=(0, 2))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    others = torch.cat([acts[:CHANNEL], acts[CHANNEL + 1:]])
+    assert acts[CHANNEL] > 20 * others.median()  # a real outlier channel
+
+
+def test_equalization_is_exact_and_undoes_the_plant(toy):
+    x = torch.as_tensor(toy["test"][0][:64])
+    plain, planted = equalize.equalize(toy["model"]), equalize.equalize(plant(toy["model"]))
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), toy["model"](x), rtol=1e-4, atol=1e-4)
+    for (name, a), b in zip(plain.state_dict().items(), planted.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_plain_ptq_collapses_and_the_pipelines_ptq_does_not(toy, tmp_path):
+    planted = plant(toy["model"])
+    fp32 = export.to_onnx(planted, torch.as_tensor(toy["calib"][0][:8]), tmp_path / "planted.fp32.onnx")
+    # int8 per-tensor activations and nothing else
+    plain = quant.ptq(fp32, tmp_path / "planted.int8.onnx", toy["calib"][0])
+    fp32_top1 = top1(fp32, toy["test"])
+    assert fp32_top1 >= 0.7
+    assert top1(plain, toy["test"]) < fp32_top1 - 0.10  # measured: 77.3% fp32 -> 64.3%
+    shipped, report = pipeline_ptq(planted, toy, tmp_path)
+    assert top1(shipped, toy["test"]) >= fp32_top1 - 0.03  # fails without equalization and lifts (64.3%)
+    assert report["within_budget"] and report["final"]["top1"] >= report["fp32"]["top1"] - report["max_int8_loss"]
+
+
+def test_16bit_activations_alone_lift_the_outlier_tensor(toy, tmp_path):
+    """Without equalization, the budget lifts the stem output (the tensor the plant blew up) to
+    16 bits first, and the file carries exactly the precision chosen."""
+    planted = plant(toy["model"])
+    shipped, report = pipeline_ptq(planted, toy, tmp_path, equalize=False)
+    assert report["int16_tensors"][0] == "relu"  # the stem's ReLU output, read by both convs of block 0
+    assert mixed.check_precision(shipped, report["int16_tensors"])
+    assert report["final"]["top1"] > report["int8"]["top1"] + 0.10
+    # within a few points of fp32: the outlier channel's int8 weights (divided by 100) still round off
+    assert top1(shipped, toy["test"]) >= top1(tmp_path / "m.fp32.onnx", toy["test"]) - 0.06
+    cost = report["bytes"]
+    assert cost["arena_mixed"] >= cost["arena_int8"] and cost["int16_tensor_bytes"] > 0 and cost["flash_extra"] > 0
+
+
+def test_sensitivity_names_the_layers_around_the_outlier(toy, tmp_path):
+    planted = plant(toy["model"])
+    fp32 = export.to_onnx(planted, torch.as_tensor(toy["calib"][0][:8]), tmp_path / "planted.fp32.onnx")
+    table = sensitivity.layer_sensitivity(sensitivity.Quantizer(fp32, toy["calib"][0], *toy["val"], MAX_FRR))
+    assert len(table["layers"]) == 15  # 10 convs, 3 residual adds, the mean, the classifier
+    assert {"Conv stem_bn", "Conv blocks.0.bn1"} <= set(sensitivity.most_sensitive(table, 3))
+    for row in table["layers"]:
+        assert 0 <= row["only_quantized_top1"] <= 1 and 0 <= row["only_float_far"] <= 1
