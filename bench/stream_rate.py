@@ -31,7 +31,7 @@ def main():
     feats = stream.stream_features(wave, cfg, int(stream.BLOCK_S * cfg["sample_rate"]))
     t_feat = time.perf_counter() - t0
     t0 = time.perf_counter()
-    times, _ = stream.posteriors(score, wave, cfg, a.hop_ms)
+    times, _ = stream.posteriors({"model": score}, wave, cfg, a.hop_ms)
     t_all = time.perf_counter() - t0
     per_hour = 60 / a.minutes
     print(f"{model}: {a.minutes:g} min of audio, hop {a.hop_ms:g} ms -> {len(times)} windows "

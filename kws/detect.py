@@ -55,8 +55,8 @@ def run(model_path, audio_path, point: dict) -> tuple:
     """(detections, seconds of audio) of one recording."""
     cfg = stream.model_config(model_path)
     wave = read_audio(audio_path, cfg["sample_rate"])
-    times, probs = stream.posteriors(stream.scorer(model_path, cfg), wave, cfg, point["hop_ms"])
-    smoothed = stream.smooth(probs, point["smooth_windows"])
+    times, probs = stream.posteriors({"model": stream.scorer(model_path, cfg)}, wave, cfg, point["hop_ms"])
+    smoothed = stream.smooth(probs["model"], point["smooth_windows"])
     found = stream.detect(times, smoothed, point["thresholds"], point["refractory_s"], point["hop_ms"])
     return found, len(wave) / cfg["sample_rate"]
 

@@ -94,29 +94,32 @@ def hop_frames(cfg: dict, hop_ms: float) -> int:
     return int(round(step))
 
 
-def posteriors(score_fn, wave, cfg: dict, hop_ms: float, block_s: float = BLOCK_S):
-    """(end times in s [K], class posteriors [K, classes] float64) of the 1-s windows every hop_ms
-    over a recording (int16 or float, any length; shorter than a clip: padded like a clip). The
-    audio is pushed a block at a time, and each block's complete windows are scored as one batch."""
+def posteriors(scorers: dict, wave, cfg: dict, hop_ms: float, block_s: float = BLOCK_S):
+    """(end times in s [K], {name: class posteriors [K, classes] float64}) of the 1-s windows every
+    hop_ms over a recording (int16 or float, any length; shorter than a clip: padded like a clip),
+    for each of `scorers` {name: features -> logits} (models sharing one front end share its
+    frames). The audio is pushed a block at a time; each block's complete windows are scored as
+    one batch."""
     wave = np.asarray(wave)
     if len(wave) < cfg["clip_samples"]:
         wave = np.pad(wave, (0, cfg["clip_samples"] - len(wave)))
     width, step = features.n_frames(cfg), hop_frames(cfg, hop_ms)
     block = max(1, int(block_s * cfg["sample_rate"]))
     state, kept, first = start(cfg), torch.empty(features.n_channels(cfg), 0), 0  # kept[:, 0] is frame `first`
-    starts, probs = [], []
+    starts, probs = [], {name: [] for name in scorers}
     for i in range(0, len(wave) + block, block):
         new = push(state, wave[i:i + block]) if i < len(wave) else flush(state)
         kept = torch.cat([kept, new], dim=1)
         n = 0 if kept.shape[1] < width else 1 + (kept.shape[1] - width) // step
         if n:
             x = kept.unfold(1, width, step)[:, :n].permute(1, 0, 2).contiguous()  # [n, channels, width]
-            probs.append(softmax(np.asarray(score_fn(x), np.float64), axis=1))
+            for name, score in scorers.items():
+                probs[name].append(softmax(np.asarray(score(x), np.float64), axis=1))
             starts.append(first + step * np.arange(n))
             kept, first = kept[:, n * step:], first + n * step
     starts = np.concatenate(starts)
     hop = features.hop_length(cfg)
-    return (starts * hop + cfg["clip_samples"]) / cfg["sample_rate"], np.concatenate(probs)
+    return (starts * hop + cfg["clip_samples"]) / cfg["sample_rate"], {n: np.concatenate(p) for n, p in probs.items()}
 
 
 def smooth(probs: np.ndarray, windows: int) -> np.ndarray:

@@ -24,6 +24,7 @@ TINY = {
     "distill": {"epochs": 1, "batch_size": 64, "warmup_epochs": 0},
     "qat": {"epochs": 1, "batch_size": 64, "min_parity": 0.9},
     "firmware": {"min_parity": 0.9},
+    "stream": {"minutes": {"val": 1.5, "test": 3}},
 }
 
 
@@ -96,6 +97,13 @@ def test_dvc_repro_runs_the_dag_and_caches(repo):
     memo = (repo / "memo/MEMO.md").read_text()
     assert summary["deployed"] in memo or m[summary["deployed"]]["label"] in memo
     assert all((repo / "memo" / f"{p}.png").stat().st_size > 10_000 for p in ("accuracy_vs_size", "det"))
+    stream = json.loads((repo / "metrics/stream.json").read_text())  # false accepts per hour, both models
+    assert set(stream["models"]) == {"teacher", summary["deployed"]}
+    assert stream["streams"]["test"]["hours"] == pytest.approx(0.05)
+    for row in stream["models"].values():
+        assert row["test"]["fa_per_hour"] >= 0 and 0 <= row["test"]["miss_rate"] <= 1
+        assert set(row["thresholds"]) == set(stream["models"]["teacher"]["test"]["per_keyword"])
+    assert (repo / "memo/stream_det.png").stat().st_size > 10_000
     again = run(["dvc", "repro"], repo)
     assert "Data and pipelines are up to date" in again, again
 

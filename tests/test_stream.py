@@ -49,8 +49,9 @@ def test_posteriors_score_one_window_per_hop_and_ignore_block_size():
         seen.append(x.shape)
         return np.stack([x[:, 0, :].mean(1) * k for k in range(len(CLASSES))], axis=1)
 
-    t1, p1 = stream.posteriors(score, wave, CFG, hop_ms=50, block_s=0.05)
-    t2, p2 = stream.posteriors(score, wave, CFG, hop_ms=50, block_s=2.0)
+    t1, p1 = stream.posteriors({"a": score}, wave, CFG, hop_ms=50, block_s=0.05)
+    t2, p2 = stream.posteriors({"a": score, "b": lambda x: -score(x)}, wave, CFG, hop_ms=50, block_s=2.0)
+    p1, p2, p3 = p1["a"], p2["a"], p2["b"]
     assert all(s[1:] == (40, 101) for s in seen)
     np.testing.assert_allclose(t1, t2)
     np.testing.assert_allclose(p1, p2, rtol=1e-5)
@@ -58,11 +59,12 @@ def test_posteriors_score_one_window_per_hop_and_ignore_block_size():
     np.testing.assert_allclose(t1, 1.0 + 0.05 * np.arange(len(t1)))
     assert 5.3 - 0.05 < t1[-1] <= 5.3
     np.testing.assert_allclose(p1.sum(1), 1.0)
+    assert not np.allclose(p2, p3)  # each scorer gets its own posteriors
 
 
 def test_short_audio_is_padded_to_one_window():
-    times, probs = stream.posteriors(lambda x: np.zeros((len(x), len(CLASSES))), noise(0.4), CFG, hop_ms=100)
-    assert times.tolist() == [1.0] and probs.shape == (1, len(CLASSES))
+    times, probs = stream.posteriors({"m": lambda x: np.zeros((len(x), len(CLASSES)))}, noise(0.4), CFG, hop_ms=100)
+    assert times.tolist() == [1.0] and probs["m"].shape == (1, len(CLASSES))
 
 
 def test_hop_must_be_whole_frames():
