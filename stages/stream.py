@@ -42,8 +42,26 @@ def score_split(split, wave, manifest, scorers, cfg, p, rng):
     return total, per_snr, makeup
 
 
+def check(p):
+    """The stream block's values, each refused with its name when it cannot work."""
+    bad = []
+    if not all(isinstance(p["minutes"].get(s), (int, float)) and p["minutes"][s] > 0 for s in ("val", "test")):
+        bad.append(f"stream.minutes must give val and test minutes > 0, got {p['minutes']}")
+    if not p["snr_db"]:
+        bad.append("stream.snr_db must list at least one SNR")
+    if not (len(p["gap_s"]) == 2 and 0 <= p["gap_s"][0] <= p["gap_s"][1]):
+        bad.append(f"stream.gap_s must be [min, max] seconds with 0 <= min <= max, got {p['gap_s']}")
+    if not 0 < p["keyword_share"] <= 1:
+        bad.append(f"stream.keyword_share must be in (0, 1], got {p['keyword_share']}")
+    if not (p["smooth_windows"] >= 1 and p["refractory_s"] >= 0 and p["target_fa_per_hour"] >= 0):
+        bad.append("stream.smooth_windows must be >= 1, refractory_s and target_fa_per_hour >= 0")
+    if bad:
+        raise ValueError("; ".join(bad))
+
+
 def main():
     p = io.params("stream")
+    check(p)
     t0 = time.time()
     cfg = io.feature_config()
     wave, manifest, _ = dataset.load("data/dataset")

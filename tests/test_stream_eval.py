@@ -1,8 +1,13 @@
 """Long streams from one split's clips, and their scoring: MLPerf Tiny's true-detection window,
 merged false accepts, thresholds chosen for a false-accept target."""
+import runpy
+
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+
+from conftest import ROOT
 
 from kws import stream_eval
 from kws.sources import CLASSES, KEYWORDS, SILENCE, UNKNOWN
@@ -87,3 +92,14 @@ def test_thresholds_meet_the_false_accept_target_on_validation():
     assert np.isnan(result["per_keyword"]["no"]["miss_rate"])  # no "no" words in this stream
     det = stream_eval.det_rows(counts, 1.0)
     assert [r["fa_per_hour"] for r in det] == sorted((r["fa_per_hour"] for r in det), reverse=True)
+
+
+@pytest.mark.parametrize("bad, named", [({"minutes": {"val": 0, "test": 5}}, "stream.minutes"),
+                                        ({"snr_db": []}, "stream.snr_db"), ({"gap_s": [3, 1]}, "stream.gap_s"),
+                                        ({"keyword_share": 0}, "stream.keyword_share")])
+def test_stage_refuses_bad_stream_params_by_name(bad, named):
+    check = runpy.run_path(str(ROOT / "stages" / "stream.py"))["check"]
+    good = yaml.safe_load((ROOT / "params.yaml").read_text())["stream"]
+    check(good)
+    with pytest.raises(ValueError, match=named):
+        check({**good, **bad})
