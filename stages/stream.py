@@ -75,6 +75,7 @@ def main():
     per_snr_hours = hours_test / len(p["snr_db"])
     models, curves, points = {}, {}, {}
     DET_DIR.mkdir(parents=True, exist_ok=True)
+    PLOT.parent.mkdir(parents=True, exist_ok=True)  # the stream stage runs before the memo stage makes memo/
     for n, path in paths.items():
         thr = stream_eval.choose_thresholds(val[n], hours_val, p["target_fa_per_hour"])
         models[n] = {"path": path, "label": chain.MODELS[n][1], "thresholds": thr,
