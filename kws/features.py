@@ -95,10 +95,12 @@ class FrontEnd(torch.nn.Module):
         if cfg["kind"] == "mfcc":
             self.register_buffer("dct", dct_matrix(cfg["n_mfcc"], cfg["n_mels"]))
 
-    def power(self, wave):
+    def power(self, wave, center=CENTER):
+        """center=False: frames start at sample 0 with no padding (kws.stream pads the stream's
+        start itself and frames it block by block)."""
         c = self.cfg
         spec = torch.stft(wave, c["n_fft"], hop_length(c), win_length(c), self.window,
-                          center=CENTER, pad_mode=PAD_MODE, return_complex=True)
+                          center=center, pad_mode=PAD_MODE, return_complex=True)
         return torch.matmul(self.mel, spec.real ** 2 + spec.imag ** 2)
 
     def finish(self, power):

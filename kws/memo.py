@@ -358,7 +358,7 @@ def next_steps(s, n_kw):
     return steps
 
 
-def memo_markdown(s, res):
+def memo_markdown(s, res, stream):
     ms, name = s["models"], s["deployed"]
     n_kw = res["keyword_clips"]
     d, t = ms[name], ms["teacher"]
@@ -386,7 +386,7 @@ def memo_markdown(s, res):
               f"{t['macs'] / d['macs']:.1f}x the MACs); against the teacher: {paired(s, 'deployed_vs_teacher')}.",
               f"Chosen on validation, not test: the best validation top-1 ({pct(d['val_top1'])}) of the "
               f"{sum(c['fits_budget'] for c in s['selection']['candidates'].values())} INT8 models within the flash and RAM budgets.",
-              "",
+              "", stream_paragraph(stream, s), "",
               "## All models", "",
               f"| model | step | flash .tflite (est.) | arena TFLM (est.) | MACs | val top-1 | top-1 | {op} | cumulative effort |",
               "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
@@ -423,8 +423,39 @@ def memo_markdown(s, res):
               "| | |", "|---|---|",
               "| ![accuracy vs size](accuracy_vs_size.png) | ![FAR vs size](far_vs_size.png) |",
               "| ![accuracy vs effort](accuracy_vs_effort.png) | ![DET curves](det.png) |",
-              "| ![confusion matrix of the deployed model](confusion_deployed.png) | |", ""]
+              f"| ![confusion matrix of the deployed model](confusion_deployed.png) | ![streaming DET]({STREAM_PLOT}) |", ""]
     return "\n".join(lines)
+
+
+STREAM_PLOT = "stream_det.png"  # drawn by the stream stage beside the memo's own plots
+
+
+def read_stream(metrics_dir, out_dir):
+    """metrics/stream.json, and a check that the stream stage's DET plot is in out_dir."""
+    path = Path(metrics_dir) / "stream.json"
+    if not path.is_file() or not (Path(out_dir) / STREAM_PLOT).is_file():
+        raise FileNotFoundError(f"{path} or {Path(out_dir) / STREAM_PLOT} not found: the stream stage writes them "
+                                "(dvc repro stream)")
+    return json.loads(path.read_text())
+
+
+def stream_paragraph(stream, s):
+    """False accepts per hour and misses of the deployed model and the teacher on the test streams,
+    at thresholds chosen on the validation streams, and what the streams were made of."""
+    test, val, det = stream["streams"]["test"], stream["streams"]["val"], stream["detector"]
+    dep, t = stream["models"][s["deployed"]], stream["models"]["teacher"]
+    per_snr = "; ".join(f"{snr} dB SNR: {r['fa_per_hour']:.1f}/h, {pct(r['miss_rate'])} missed"
+                        for snr, r in dep["test_per_snr"].items())
+    return (f"**Continuous audio:** as a streaming detector on {test['hours']:.2g} h of test streams, the deployed model "
+            f"false-accepts **{dep['test']['fa_per_hour']:.1f} times per hour** (all keywords together) and misses "
+            f"**{pct(dep['test']['miss_rate'])}** of keywords (teacher: {t['test']['fa_per_hour']:.1f}/h, "
+            f"{pct(t['test']['miss_rate'])}); {per_snr}. Thresholds per keyword from {val['hours']:.2g} h of validation "
+            f"streams, where they kept false accepts to {dep['val']['fa_per_hour']:.1f}/h (target "
+            f"{stream['target_fa_per_hour']:g}/h). Streams: {test['keyword_words']} keywords and "
+            f"{test['unknown_words']} unknown words from the test split's {test['distinct_keyword_clips']} keyword and "
+            f"{test['distinct_unknown_clips']} unknown-word clips (each keyword clip used {test['uses_per_keyword_clip']:.1f} "
+            f"times on average) over its own background noise; a 1-s window every {det['hop_ms']:g} ms, posteriors "
+            f"averaged over {det['smooth_windows']}, {det['refractory_s']:g} s refractory.")
 
 
 def inline(text, out_dir):
@@ -584,7 +615,7 @@ def write_memo(metrics_dir="metrics", out_dir="memo"):
     plot_effort(s, out / PLOTS[2])
     plot_det(det, s, out / PLOTS[3])
     plot_confusion(conf, s["models"][name]["label"], out / PLOTS[4])
-    text = memo_markdown(s, resolution(conf))
+    text = memo_markdown(s, resolution(conf), read_stream(metrics_dir, out))
     plots = list(PLOTS)
     q = read_quantize(metrics_dir)
     if q is not None:

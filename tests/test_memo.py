@@ -7,7 +7,7 @@ import pytest
 
 from scipy.stats import binomtest
 
-from kws import chain, memo, metrics, summary
+from kws import chain, memo, metrics, stream_eval, summary
 from kws.sources import CLASSES, KEYWORDS
 
 CLIPS_PER_CLASS = 41  # 492 test clips / 12 classes, as the synthetic default gives
@@ -103,6 +103,7 @@ def write_metrics(root, **overrides):
     summary.update(overrides)
     root.mkdir(parents=True, exist_ok=True)
     (root / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_stream(root, summary["deployed"])
     for i, name in enumerate(MODELS):
         d = root / "eval" / name
         d.mkdir(parents=True)
@@ -110,6 +111,25 @@ def write_metrics(root, **overrides):
         confusion_rows(round(len(CLASSES) * CLIPS_PER_CLASS * (1 - MODELS[name][4])), i).to_csv(
             d / "confusion.csv", index=False)
     return summary
+
+
+def write_stream(root, deployed):
+    """metrics/stream.json and the DET plot the stream stage draws beside the memo (memo/, next to metrics/)."""
+    def row(fa, miss, false_accepts):
+        return {"fa_per_hour": fa, "miss_rate": miss, "false_accepts": false_accepts}
+    models = {name: {"path": f"models/{name}", "label": name, "thresholds": dict.fromkeys(KEYWORDS, 0.9),
+                     "test": row(fa, miss, int(fa)), "val": row(0.0, miss - 0.01, 0),
+                     "test_per_snr": {"20": row(fa + 1, miss / 2, 0), "5": row(fa - 1, 2 * miss, 0)}}
+              for name, fa, miss in [("teacher", 3.0, 0.052), (deployed, 5.0, 0.081)]}
+    stream = {"deployed": deployed, "detector": {"hop_ms": 100.0, "smooth_windows": 3, "refractory_s": 1.0},
+              "target_fa_per_hour": 1.0, "models": models,
+              "streams": {split: {"hours": hours, "keyword_words": 600, "unknown_words": 610, "distinct_keyword_clips": 140,
+                                  "distinct_unknown_clips": 14, "uses_per_keyword_clip": 4.3}
+                          for split, hours in (("val", 0.5), ("test", 1.0))}}
+    (root / "stream.json").write_text(json.dumps(stream))
+    curves = {m: [{"fa_per_hour": f, "miss_rate": 0.2 / (1 + f)} for f in (0, 1, 10, 100)] for m in models}
+    (root.parent / "memo").mkdir(exist_ok=True)
+    stream_eval.plot_det(curves, {m: models[m]["test"] for m in models}, "streaming DET", root.parent / "memo" / memo.STREAM_PLOT)
 
 
 def png_size(path):
@@ -197,8 +217,19 @@ def test_chain_follows_the_stages_behind_each_model():
 
 def test_html_is_self_contained(memo_dir):
     page = (memo_dir / "memo.html").read_text()
-    assert page.count("data:image/png;base64,") == len(memo.PLOTS)
+    assert page.count("data:image/png;base64,") == len(memo.PLOTS) + 1  # and the stream stage's DET
     assert "<table>" in page and "<b>Student, KD + PTQ INT8</b>" in page and 'src="accuracy' not in page
+
+
+def test_memo_quotes_false_accepts_per_hour_beside_the_per_clip_figures(memo_dir):
+    text = (memo_dir / "MEMO.md").read_text()
+    assert ("on 1 h of test streams, the deployed model false-accepts **5.0 times per hour** (all keywords together) "
+            "and misses **8.1%** of keywords (teacher: 3.0/h, 5.2%); 20 dB SNR: 6.0/h, 4.0% missed; 5 dB SNR: 4.0/h, "
+            "16.2% missed") in text
+    assert "from 0.5 h of validation streams, where they kept false accepts to 0.0/h (target 1/h)" in text
+    assert "600 keywords and 610 unknown words from the test split's 140 keyword and 14 unknown-word clips" in text
+    assert "a 1-s window every 100 ms, posteriors averaged over 3, 1 s refractory" in text
+    assert f"]({memo.STREAM_PLOT})" in text
 
 
 def test_real_data_and_over_budget(tmp_path):
@@ -225,7 +256,7 @@ def test_missing_inputs_are_named(tmp_path):
     with pytest.raises(KeyError, match="teacher lacks \\['worst_keyword'\\]"):
         memo.write_memo(tmp_path / "metrics", tmp_path / "memo")
     s["models"]["teacher"]["worst_keyword"] = "off"
-    del s["paired_tests"]["kd_vs_nokd"]
+    s["paired_tests"] = {k: v for k, v in s["paired_tests"].items() if k != "kd_vs_nokd"}  # PAIRED_TESTS stays whole
     (tmp_path / "metrics" / "summary.json").write_text(json.dumps(s))
     with pytest.raises(KeyError, match="lacks paired tests \\['kd_vs_nokd'\\]"):
         memo.write_memo(tmp_path / "metrics", tmp_path / "memo")

@@ -28,6 +28,7 @@ TINY = {
     "distill": {"epochs": 1, "batch_size": 64, "warmup_epochs": 0},
     "qat": {"epochs": 1, "batch_size": 64, "min_parity": 0.9},
     "firmware": {"min_parity": 0.9},
+    "stream": {"minutes": {"val": 1.5, "test": 3}},
 }
 
 
@@ -113,6 +114,13 @@ def test_dvc_repro_runs_the_dag_and_caches(repo):
     for name, report in quantized["models"].items():  # each file carries the precision chosen for it
         assert mixed.check_precision(repo / f"models/onnx/{name}.int8.onnx", report["int16_tensors"]), name
     assert "## Quantization" in memo and (repo / "memo/quantization.png").stat().st_size > 10_000
+    stream = json.loads((repo / "metrics/stream.json").read_text())  # false accepts per hour, both models
+    assert set(stream["models"]) == {"teacher", summary["deployed"]}
+    assert stream["streams"]["test"]["hours"] == pytest.approx(0.05)
+    for row in stream["models"].values():
+        assert row["test"]["fa_per_hour"] >= 0 and 0 <= row["test"]["miss_rate"] <= 1
+        assert set(row["thresholds"]) == set(stream["models"]["teacher"]["test"]["per_keyword"])
+    assert (repo / "memo/stream_det.png").stat().st_size > 10_000
     again = run(["dvc", "repro"], repo)  # only the data fingerprint is taken again
     assert stages_run(again) == {"source"} and "Stage 'fetch' didn't change" in again, again
 
