@@ -74,13 +74,14 @@ def main():
     print(f"  augment+features     {data_only:8.0f} clips/s")
     print(f"  full training step   {full:8.0f} clips/s  (data share {full / data_only:.0%} of step time)")
     print(f"  mel spectra (once)   {spectra:8.0f} clips/s  (STFT + mel, once per clip, in the features stage)")
-    if a.model == "bc_resnet":  # built channels-last (kws.models.BCResNet)
-        nchw = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
-        nchw_opt = train.make_optimizer(nchw.parameters(), io.params("teacher"))
-        cl, plain = alternating_clips_per_s([model_step, lambda: model_step(net=nchw, opt=nchw_opt)], a.batch, a.steps)
+    if a.model == "bc_resnet":  # built channels-last (kws.models.BCResNet): fresh twins, one in NCHW memory
+        cl_net = models.build(*models.preset(a.model, a.width, 40, 12))
+        nchw = copy.deepcopy(cl_net).to(memory_format=torch.contiguous_format)
+        steps = [lambda m=m, o=train.make_optimizer(m.parameters(), io.params("teacher")): model_step(net=m, opt=o)
+                 for m in (cl_net, nchw)]
+        cl, plain = alternating_clips_per_s(steps, a.batch, a.steps)
         print(f"  model step, channels-last {cl:8.0f} clips/s vs NCHW {plain:8.0f} clips/s "
               f"(x{cl / plain:.2f}, alternating, best of {a.steps})")
-
 
 if __name__ == "__main__":
     main()
