@@ -1,9 +1,12 @@
 """Benchmark: teacher training throughput (clips/s) on this machine, with and without the
 on-the-fly augmentation, so data preparation's share of a step is visible; and the one-off
-cost of each clip's mel power spectrum, computed once by the features stage.
+cost of each clip's mel power spectrum, computed once by the features stage. For a 2-D model
+(bc_resnet) it also times the model step with the model in NCHW memory instead of its
+channels-last default, the two steps alternating so a shared machine's load hits both alike.
 
-    python bench/train_throughput.py [--model tc_resnet8] [--width 1.0] [--batch 128] [--steps 30]
+    OMP_NUM_THREADS=1 python bench/train_throughput.py [--model tc_resnet8] [--width 1.0] [--batch 128] [--steps 30]
 """
+import copy
 import argparse
 import time
 
@@ -19,6 +22,18 @@ def clips_per_s(step, batch, steps):
     for _ in range(steps):
         step()
     return batch * steps / (time.perf_counter() - t)
+
+
+def alternating_clips_per_s(steps, batch, n):
+    """Best-of-n clips/s of each step function, run in turn (A, B, A, B, ...) after a warm-up."""
+    best = [float("inf")] * len(steps)
+    for rep in range(n + 1):
+        for i, step in enumerate(steps):
+            t = time.perf_counter()
+            step()
+            if rep:
+                best[i] = min(best[i], time.perf_counter() - t)
+    return [batch / b for b in best]
 
 
 def main():
@@ -40,7 +55,7 @@ def main():
     labels = torch.randint(0, 12, (a.batch,))
     feats = front(wave)
 
-    def model_step(x=feats):
+    def model_step(x=feats, net=net, opt=opt):
         loss = F.cross_entropy(net(x), labels)
         opt.zero_grad()
         loss.backward()
@@ -59,7 +74,14 @@ def main():
     print(f"  augment+features     {data_only:8.0f} clips/s")
     print(f"  full training step   {full:8.0f} clips/s  (data share {full / data_only:.0%} of step time)")
     print(f"  mel spectra (once)   {spectra:8.0f} clips/s  (STFT + mel, once per clip, in the features stage)")
-
+    if a.model == "bc_resnet":  # built channels-last (kws.models.BCResNet): fresh twins, one in NCHW memory
+        cl_net = models.build(*models.preset(a.model, a.width, 40, 12))
+        nchw = copy.deepcopy(cl_net).to(memory_format=torch.contiguous_format)
+        steps = [lambda m=m, o=train.make_optimizer(m.parameters(), io.params("teacher")): model_step(net=m, opt=o)
+                 for m in (cl_net, nchw)]
+        cl, plain = alternating_clips_per_s(steps, a.batch, a.steps)
+        print(f"  model step, channels-last {cl:8.0f} clips/s vs NCHW {plain:8.0f} clips/s "
+              f"(x{cl / plain:.2f}, alternating, best of {a.steps})")
 
 if __name__ == "__main__":
     main()

@@ -11,6 +11,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from kws import models
+
 OPSET = 18
 INPUT, OUTPUT = "features", "logits"
 
@@ -25,11 +27,12 @@ def dynamic_batch(example_input):
 def to_onnx(model, example_input, path, atol=1e-4):
     """Export `model` (eval mode) to one self-contained ONNX file and load it in onnxruntime.
     With `atol` set, also require its logits on `example_input` to match torch (fp32 models);
-    atol=None skips that (quantized models differ by rounding; check them with quant.parity)."""
+    atol=None skips that (quantized models differ by rounding; check them with quant.parity).
+    The file holds the model's deployable form (models.deployable), so the check also checks its folding."""
     model.eval()
     args, dynamic_shapes = dynamic_batch(example_input)
     # external_data=False: torch 2.13 otherwise writes the weights to a separate .onnx.data file.
-    torch.onnx.export(model, args, path, dynamo=True, external_data=False, opset_version=OPSET,
+    torch.onnx.export(models.deployable(model), args, path, dynamo=True, external_data=False, opset_version=OPSET,
                       input_names=[INPUT], output_names=[OUTPUT], dynamic_shapes=dynamic_shapes,
                       verbose=False)
     if os.path.exists(f"{path}.data"):

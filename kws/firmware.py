@@ -16,6 +16,7 @@ from pathlib import Path
 import litert_torch
 import numpy as np
 from ai_edge_litert.tools import flatbuffer_utils
+from ai_edge_litert.tools.flatbuffer_utils import schema_fb
 from litert_torch.quantize import pt2e_quantizer, quant_config
 from tflite_micro.python.tflite_micro import runtime
 
@@ -142,6 +143,18 @@ def ops(model_bytes):
     model = _flatbuffer(model_bytes)
     names = [flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) for g in model.subgraphs for op in g.operators]
     return dict(sorted(Counter(names).items()))
+
+
+def float_ops(model_bytes):
+    """op name -> how many of its runs read or write a float32 tensor: empty for an all-integer
+    model, whose every op is an int8 (or int32-bias) kernel."""
+    model = _flatbuffer(model_bytes)
+    found = Counter()
+    for g in model.subgraphs:
+        for op in g.operators:
+            if any(i >= 0 and g.tensors[i].type == schema_fb.TensorType.FLOAT32 for i in [*op.inputs, *op.outputs]):
+                found[flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)] += 1
+    return dict(sorted(found.items()))
 
 
 def measure(tflite_path, probe):

@@ -19,7 +19,9 @@ import operator
 import warnings
 
 import numpy as np
+import onnx
 import torch
+from onnx import numpy_helper
 
 # torchao's CPU wheel logs a warning for each CUDA-only kernel library it cannot load, and torch
 # one for an enum it registers; neither matters here and both read like failures in a stage log.
@@ -30,6 +32,8 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       quantize_static)
 from torchao.quantization.pt2e import allow_exported_model_train_eval, disable_observer, enable_observer
 from torchao.quantization.pt2e.observer import MinMaxObserver
+from torchao.quantization.pt2e.quantizer import (FixedQParamsQuantizationSpec, QuantizationAnnotation,
+                                                 SharedQuantizationSpec)
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
 from kws import export, models
@@ -38,6 +42,7 @@ from kws import export, models
 # in executorch, too heavy a dependency). Its scheme is exactly the TFLite int8 one above; the
 # x86/arm inductor quantizers in torchao proper use uint8 activations or per-tensor weights.
 from torchao.testing.pt2e._xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+from torchao.testing.pt2e._xnnpack_quantizer_utils import propagate_annotation
 
 
 class _Features(CalibrationDataReader):
@@ -104,13 +109,43 @@ def _quiet_ort():
         root.setLevel(level)
 
 
+# TFLite's int8 LOGISTIC takes exactly this output range: [0, 1) in 256 steps.
+SIGMOID_QSPEC = FixedQParamsQuantizationSpec(dtype=torch.int8, scale=1 / 256, zero_point=-128, quant_min=-128,
+                                             quant_max=127, qscheme=torch.per_tensor_affine)
+
+
+class _Quantizer(XNNPACKQuantizer):
+    """The XNNPACK scheme plus the two ops of BC-ResNet it leaves float: sigmoid (SiLU's gate),
+    with TFLite's fixed output range, and avg_pool2d, sharing its input's range as TFLite's int8
+    AVERAGE_POOL_2D requires. Hand-written: no torchao quantizer annotates them for int8."""
+
+    def annotate(self, model):
+        model = super().annotate(model)
+        act = self.global_config.input_activation
+        for node in model.graph.nodes:
+            if node.op != "call_function" or "quantization_annotation" in node.meta:
+                continue
+            src = node.args[0] if node.args else None
+            if node.target == torch.ops.aten.sigmoid.default:
+                node.meta["quantization_annotation"] = QuantizationAnnotation({src: act}, SIGMOID_QSPEC, _annotated=True)
+                for user in node.users:  # the gate enters the Mul at its own range: no requantize between
+                    ann = user.meta.get("quantization_annotation")
+                    if ann is not None and node in ann.input_qspec_map:
+                        ann.input_qspec_map[node] = SharedQuantizationSpec(node)
+            elif node.target == torch.ops.aten.avg_pool2d.default:
+                node.meta["quantization_annotation"] = QuantizationAnnotation(
+                    {src: act}, SharedQuantizationSpec((src, node)), _annotated=True)
+        propagate_annotation(model)  # again: reshapes after these ops share their ranges too
+        return model
+
+
 def _quantizer(is_qat):
-    """The XNNPACK symmetric per-channel scheme. For PTQ the activation observers are min/max,
-    as in `ptq`'s CalibrationMethod.MinMax, so both PTQ routes pick the same ranges from the same
-    clips (the scheme's default histogram observer searches for narrower, clipping ones)."""
+    """The XNNPACK symmetric per-channel scheme (`_Quantizer`). For PTQ the activation observers
+    are min/max, as in `ptq`'s CalibrationMethod.MinMax, so both PTQ routes pick the same ranges
+    from the same clips (the scheme's default histogram observer searches for narrower, clipping ones)."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "XNNPACKQuantizer is deprecated")  # see the import
-        quantizer = XNNPACKQuantizer()
+        warnings.filterwarnings("ignore", ".*Quantizer is deprecated")  # see the import
+        quantizer = _Quantizer()
     config = get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat)
     if not is_qat:
         act = dataclasses.replace(config.input_activation,
@@ -120,9 +155,12 @@ def _quantizer(is_qat):
 
 
 def _export(model, example_input, train):
-    """torch.export graph of a copy of `model` (torch.export would share its parameters)."""
+    """torch.export graph of a copy of `model` (torch.export would share its parameters), in its
+    deployable form (models.deployable: BC-ResNet's sub-spectral norm folded; in QAT it then
+    stays at its trained statistics while the other BatchNorms keep updating)."""
     args, dynamic_shapes = export.dynamic_batch(example_input)
-    return torch.export.export(copy.deepcopy(model).train(train), args, dynamic_shapes=dynamic_shapes).module()
+    model = copy.deepcopy(models.deployable(model)).train(train)
+    return torch.export.export(model, args, dynamic_shapes=dynamic_shapes).module()
 
 
 def prepare_qat(model, example_input):
@@ -221,6 +259,43 @@ def to_int8_onnx(reference, example_input, path):
     export.to_onnx(reference, example_input, path, atol=None)
     export.session(path, save_optimized_to=path)
     return path
+
+
+LAYOUT_OPS = {"Reshape", "Unsqueeze", "Squeeze", "Flatten", "Transpose"}  # move data, compute nothing
+FUSED_ACTIVATIONS = {"Relu", "Clip"}  # int8 kernels apply these in the requantize of the op before
+
+
+def float_nodes(onnx_path):
+    """Compute nodes of a QDQ ONNX model that run on float data: (op type, node name) of each
+    node other than Quantize/DequantizeLinear and layout ops (`LAYOUT_OPS`, e.g. the Unsqueeze of
+    the float input before its QuantizeLinear) with a float input that is not a DequantizeLinear
+    output, or an output that is not requantized at once (fed only to QuantizeLinear, directly or
+    through a fused Relu). An all-integer model has none: every op then maps to an int8 kernel."""
+    graph = onnx.load(str(onnx_path)).graph
+    float_sources = ({i.name for i in graph.initializer if numpy_helper.to_array(i).dtype.kind == "f"}
+                     | {i.name for i in graph.input})
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+
+    def requantized(name):
+        return name not in outputs and all(
+            c.op_type == "QuantizeLinear" or (c.op_type in FUSED_ACTIVATIONS and all(map(requantized, c.output)))
+            for c in consumers.get(name, []))
+
+    def dequantized(name, node):
+        source = producer.get(name)
+        if name in float_sources or (source is not None and source.op_type != "DequantizeLinear"):
+            return node.op_type in FUSED_ACTIVATIONS and name not in float_sources and requantized(name)
+        return True
+
+    return [(node.op_type, node.name) for node in graph.node
+            if node.op_type not in {"QuantizeLinear", "DequantizeLinear"} | LAYOUT_OPS
+            and not (all(dequantized(name, node) for name in node.input if name)
+                     and all(map(requantized, node.output)))]
 
 
 def parity(int8_onnx_path, reference, features, batch_size=256):
