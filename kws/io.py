@@ -5,16 +5,16 @@ from pathlib import Path
 import torch
 import yaml
 
+from kws.params import check
+
 PARAMS = "params.yaml"
 FEATURES = Path("data/features")
 
 
 def params(block):
-    """One block of params.yaml (a stage's own parameters)."""
-    all_params = yaml.safe_load(Path(PARAMS).read_text())
-    if block not in all_params:
-        raise KeyError(f"{PARAMS} has no '{block}' block")
-    return all_params[block]
+    """One block of params.yaml (a stage's own parameters), checked against kws.params.SCHEMA:
+    stages call this first, so a bad value stops them before any work."""
+    return check(yaml.safe_load(Path(PARAMS).read_text()), block, PARAMS)
 
 
 def write_json(path, obj):

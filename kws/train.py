@@ -14,6 +14,15 @@ from kws import augment, io, models
 from kws.features import FrontEnd
 
 
+class TrainingFailed(RuntimeError):
+    """Training ended with a model no better than a constant guess."""
+
+
+def majority_share(labels):
+    """Accuracy of always answering the most common label: the chance level a model must beat."""
+    return torch.bincount(labels).max().item() / len(labels)
+
+
 def resolve_device(name):
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -111,11 +120,19 @@ def fit(model, power, labels, noise_power, feature_config, val_feats, val_labels
             "clip_epochs": n * epochs, "wall_s": time.time() - t_start, "history": history}
 
 
-def train_on_dataset(model, p, name, loss_fn=cross_entropy, set_train=lambda m, on: m.train(on), extra_params=()):
+def train_on_dataset(model, p, augment, name, loss_fn=cross_entropy, set_train=lambda m, on: m.train(on),
+                     extra_params=()):
     """Load the train split's mel spectra and clean val features, train with dvclive curves in
-    dvclive/<name>/ (params block `p` plus the shared augment block)."""
+    dvclive/<name>/ (params block `p`, params.yaml's `augment` block)."""
     power, labels, noise_power = io.load_train()
     val_x, val_y = io.load_split("val")
     with Live(f"dvclive/{name}", dvcyaml=None, save_dvc_exp=False) as live:
-        return fit(model, power, labels, noise_power, io.feature_config(), val_x, val_y,
-                   {**p, "augment": io.params("augment")}, loss_fn, live, set_train, name, extra_params)
+        result = fit(model, power, labels, noise_power, io.feature_config(), val_x, val_y,
+                     {**p, "augment": augment}, loss_fn, live, set_train, name, extra_params)
+    guess = majority_share(val_y)
+    if result["best_val_acc"] < guess + 0.5 / len(val_y):  # diverged or learnt nothing (half a clip: float32 means)
+        raise TrainingFailed(f"[{name}] training failed: best validation accuracy {result['best_val_acc']:.4f} after "
+                             f"{p['epochs']} epochs is no better than always answering the most common class "
+                             f"({guess:.4f}); nothing written. Check the stage's lr ({p['lr']}, {p['optimizer']}) "
+                             "and epochs")
+    return result

@@ -6,9 +6,8 @@ from kws import io, summary
 
 
 def main():
-    d = io.params("distill")
-    s = summary.build(io.read_json("data/dataset/report.json"), io.read_json("metrics/firmware.json"),
-                      io.params("evaluate")["max_frr"],
+    d, max_frr = io.params("distill"), io.params("evaluate")["max_frr"]
+    s = summary.build(io.read_json("data/dataset/report.json"), io.read_json("metrics/firmware.json"), max_frr,
                       d["budget_bytes"], d["arena_budget_bytes"])
     io.write_json("metrics/summary.json", s)
     table = pd.DataFrame.from_dict(s["models"], orient="index").drop(columns=["effort", "label"])

@@ -8,7 +8,7 @@ OUT = "models/teacher.pt"
 
 
 def main():
-    p, cfg = io.params("teacher"), io.feature_config()
+    p, augment, cfg = io.params("teacher"), io.params("augment"), io.feature_config()
     t0 = time.time()
     if p["checkpoint"]:
         model, ckpt = checkpoint.adopt(p["checkpoint"], cfg)
@@ -19,7 +19,7 @@ def main():
         arch, kwargs = models.preset(p["model"], p["width"], features.n_channels(cfg), len(CLASSES))
         model = models.build(arch, kwargs, p["seed"])
         print(f"[teacher] training {p['model']} x{p['width']} ({models.n_params(model)} parameters)", flush=True)
-        result = train.train_on_dataset(model, p, "teacher")
+        result = train.train_on_dataset(model, p, augment, "teacher")
     checkpoint.save(OUT, model, arch, kwargs, cfg, stage="teacher")
     io.write_json("metrics/teacher.json", {
         "params": models.n_params(model), "fp32_bytes": 4 * models.n_params(model),
