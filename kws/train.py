@@ -129,10 +129,27 @@ def train_on_dataset(model, p, augment, name, loss_fn=cross_entropy, set_train=l
     with Live(f"dvclive/{name}", dvcyaml=None, save_dvc_exp=False) as live:
         result = fit(model, power, labels, noise_power, io.feature_config(), val_x, val_y,
                      {**p, "augment": augment}, loss_fn, live, set_train, name, extra_params)
-    guess = majority_share(val_y)
-    if result["best_val_acc"] < guess + 0.5 / len(val_y):  # diverged or learnt nothing (half a clip: float32 means)
-        raise TrainingFailed(f"[{name}] training failed: best validation accuracy {result['best_val_acc']:.4f} after "
-                             f"{p['epochs']} epochs is no better than always answering the most common class "
-                             f"({guess:.4f}); nothing written. Check the stage's lr ({p['lr']}, {p['optimizer']}) "
-                             "and epochs")
+    check_beats_chance(result["best_val_acc"], val_y, f"[{name}] training failed: best validation accuracy",
+                       f"Check the stage's lr ({p['lr']}, {p['optimizer']}) and epochs ({p['epochs']})")
     return result
+
+
+def check_beats_chance(val_acc, val_labels, what, advice):
+    """Refuse a model not even one validation clip better than always answering the commonest
+    class (diverged, or learnt nothing), before the stage writes it for the next to build on."""
+    guess = majority_share(val_labels)
+    if val_acc < guess + 0.5 / len(val_labels):  # half a clip: accuracies are float32 means
+        raise TrainingFailed(f"{what} {val_acc:.4f} is no better than always answering the most common class "
+                             f"({guess:.4f}); nothing written. {advice}")
+
+
+def validate_adopted(model, path, name):
+    """Validation accuracy of a model trained elsewhere (an adopted teacher), logged as the one step
+    of dvclive/<name>/ so the stage's curves exist and show what it scores on this data."""
+    val_x, val_y = io.load_split("val")
+    acc = accuracy(model, val_x, val_y)
+    check_beats_chance(acc, val_y, f"[{name}] {path}: validation accuracy", "Expected a model trained for this task")
+    with Live(f"dvclive/{name}", dvcyaml=None, save_dvc_exp=False) as live:
+        live.log_metric("val_acc", acc)
+        live.next_step()
+    return acc
