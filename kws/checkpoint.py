@@ -4,13 +4,12 @@ from pathlib import Path
 
 import torch
 
-from kws import features, models
+from kws import atomic, features, models
 from kws.sources import CLASSES
 
 
 def save(path, model, arch, kwargs, feature_config, **info):
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"arch": arch, "kwargs": kwargs, "classes": CLASSES, "feature_config": feature_config,
+    atomic.torch_save({"arch": arch, "kwargs": kwargs, "classes": CLASSES, "feature_config": feature_config,
                 "state_dict": model.state_dict(), "info": info}, path)
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from kws import atomic
 from kws.params import check
 
 PARAMS = "params.yaml"
@@ -18,8 +19,7 @@ def params(block):
 
 
 def write_json(path, obj):
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(obj, indent=2, default=float) + "\n")
+    atomic.write_text(path, json.dumps(obj, indent=2, default=float) + "\n")
 
 
 def read_json(path):
@@ -31,7 +31,7 @@ def feature_config():
 
 
 def save_split(split, x, y):
-    torch.save({"x": x, "y": y}, FEATURES / f"{split}.pt")
+    atomic.torch_save({"x": x, "y": y}, FEATURES / f"{split}.pt")
 
 
 def load_split(split):
@@ -41,7 +41,8 @@ def load_split(split):
 
 
 def save_train(power, y, noise_power):
-    torch.save({"power": power, "y": y, "noise_power": noise_power}, FEATURES / "train.pt")
+    with atomic.writing(FEATURES / "train.pt") as tmp:  # about a gigabyte at GSC size: not copied in memory
+        torch.save({"power": power, "y": y, "noise_power": noise_power}, tmp)
 
 
 def load_train():
