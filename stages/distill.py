@@ -22,9 +22,9 @@ def main(mode):
     if mode == "kd":
         teachers = [checkpoint.load(path, cfg)[0].to(device) for path in TEACHERS[p["teachers"]]]
         if p["feature_weight"] > 0:
-            n_mels = features.n_channels(cfg)
-            adapter = distill.FeatureAdapter(distill.feature_channels(student, n_mels),
-                                             distill.feature_channels(teachers[-1], n_mels)).to(device)
+            shape = features.n_channels(cfg), features.n_frames(cfg)
+            adapter = distill.FeatureAdapter(distill.feature_channels(student, *shape),
+                                             distill.feature_channels(teachers[-1], *shape)).to(device)
             extra = tuple(adapter.parameters())
     loss = distill.make_loss(teachers, {**p, "alpha": p["alpha"] if mode == "kd" else 0.0}, adapter)
     print(f"[distill@{mode}] {p['student']} x{p['width']}: {models.n_params(student)} parameters, {flash} B as "
