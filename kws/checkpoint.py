@@ -4,13 +4,12 @@ from pathlib import Path
 
 import torch
 
-from kws import features, models
+from kws import atomic, features, models
 from kws.sources import CLASSES
 
 
 def save(path, model, arch, kwargs, feature_config, **info):
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"arch": arch, "kwargs": kwargs, "classes": CLASSES, "feature_config": feature_config,
+    atomic.torch_save({"arch": arch, "kwargs": kwargs, "classes": CLASSES, "feature_config": feature_config,
                 "state_dict": model.state_dict(), "info": info}, path)
 
 
@@ -37,19 +36,22 @@ def load(path, feature_config=None):
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
         raise ValueError(f"{path}: weights do not fit {ckpt['arch']} {ckpt['kwargs']}: {e}") from None
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:  # every stage reads its models here: a diverged model goes no further
+        raise ValueError(f"{path}: weights are not finite (NaN/inf in {bad[:3]}): a diverged training run; "
+                         "expected a trained model")
     return model.eval(), ckpt
 
 
 def adopt(path, feature_config):
-    """A trained model we received: it must load, match our classes and feature config, and map
-    one clip of our features to one score per class."""
+    """A trained model we received: it must load (finite weights, our classes and feature config)
+    and map one clip of our features to one finite score per class."""
     model, ckpt = load(path, feature_config)
     with torch.no_grad():
         out = model(torch.zeros(1, features.n_channels(feature_config), features.n_frames(feature_config)))
     if tuple(out.shape) != (1, len(CLASSES)):
         raise ValueError(f"{path}: output shape {tuple(out.shape)} for one clip, expected (1, {len(CLASSES)})")
-    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad or not torch.isfinite(out).all():
-        raise ValueError(f"{path}: weights are not finite (NaN/inf in {bad[:3] or 'its outputs'}): "
-                         "a diverged training run; expected a trained model")
+    if not torch.isfinite(out).all():
+        raise ValueError(f"{path}: outputs are not finite on a silent clip (overflow in its weights?); "
+                         "expected a trained model")
     return model, ckpt

@@ -33,7 +33,8 @@ class FeatureAdapter(nn.Module):
         return self.proj(F.adaptive_avg_pool1d(as_sequence(student_feats), teacher_len))
 
 
-def feature_channels(model, n_mels, n_frames=101):
+def feature_channels(model, n_mels, n_frames):
+    """Channels of `model`'s last feature map on clips of n_mels x n_frames."""
     with torch.no_grad():
         return as_sequence(model.features(torch.zeros(1, n_mels, n_frames))).shape[1]
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kws import checkpoint, export, io, metrics, models
+from kws import atomic, checkpoint, export, io, metrics, models
 
 
 def logits_fn(model_path, feature_config):
@@ -37,8 +37,8 @@ def evaluate_model(model_path, out_dir, name, max_frr):
     d = Path(out_dir) / name
     d.mkdir(parents=True, exist_ok=True)
     det = metrics.det_rows(metrics.keyword_scores(test_logits), test_y.numpy())
-    pd.DataFrame(det).to_csv(d / "det.csv", index=False)
-    pd.DataFrame(metrics.confusion_rows(test_y.numpy(), pred)).to_csv(d / "confusion.csv", index=False)
+    atomic.write_text(d / "det.csv", pd.DataFrame(det).to_csv(index=False))
+    atomic.write_text(d / "confusion.csv", pd.DataFrame(metrics.confusion_rows(test_y.numpy(), pred)).to_csv(index=False))
     io.write_json(d / "details.json", {"model": str(model_path), "max_frr": max_frr, **m})
     head = headline(m)
     io.write_json(Path(out_dir) / f"{name}.json", head)

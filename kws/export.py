@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from kws import models
+from kws import atomic, models
 
 OPSET = 18
 INPUT, OUTPUT = "features", "logits"
@@ -31,13 +31,21 @@ def to_onnx(model, example_input, path, atol=1e-4):
     The file holds the model's deployable form (models.deployable), so the check also checks its folding."""
     model.eval()
     args, dynamic_shapes = dynamic_batch(example_input)
-    # external_data=False: torch 2.13 otherwise writes the weights to a separate .onnx.data file.
-    torch.onnx.export(models.deployable(model), args, path, dynamo=True, external_data=False, opset_version=OPSET,
-                      input_names=[INPUT], output_names=[OUTPUT], dynamic_shapes=dynamic_shapes,
-                      verbose=False)
-    if os.path.exists(f"{path}.data"):
-        raise RuntimeError(f"ONNX export of {path} wrote external data; expected a single file")
-    got = ort_logits(path, example_input.numpy())
+    with atomic.writing(path) as tmp:  # checked before it replaces the previous file
+        # external_data=False: torch 2.13 otherwise writes the weights to a separate .onnx.data file.
+        torch.onnx.export(models.deployable(model), args, tmp, dynamo=True, external_data=False, opset_version=OPSET,
+                          input_names=[INPUT], output_names=[OUTPUT], dynamic_shapes=dynamic_shapes,
+                          verbose=False)
+        if os.path.exists(f"{tmp}.data"):
+            os.remove(f"{tmp}.data")
+            raise RuntimeError(f"ONNX export of {path} wrote external data; expected a single file")
+        check_export(model, tmp, path, example_input, atol)
+    return path
+
+
+def check_export(model, onnx_file, path, example_input, atol):
+    """The exported file loads in onnxruntime and, with `atol`, its logits match torch's."""
+    got = ort_logits(onnx_file, example_input.numpy())
     if atol is not None:
         with torch.no_grad():
             want = model(example_input).numpy()
@@ -47,7 +55,6 @@ def to_onnx(model, example_input, path, atol=1e-4):
         err = float(np.abs(got - want).max())
         if not err <= atol:  # NaN compares false either way: it must fail, not pass
             raise RuntimeError(f"ONNX export of {path}: onnxruntime differs from torch by {err:.2e} > {atol:.0e}")
-    return path
 
 
 def session(path, save_optimized_to=None):

@@ -20,6 +20,8 @@ from ai_edge_litert.tools.flatbuffer_utils import schema_fb
 from litert_torch.quantize import pt2e_quantizer, quant_config
 from tflite_micro.python.tflite_micro import runtime
 
+from kws import atomic
+
 MEASURED_ON = "host TFLM, reference kernels"
 MAX_ARENA = 1 << 22  # bisection's upper end; TFLM on the host takes any size
 
@@ -35,10 +37,10 @@ def to_tflite(reference, example_input, path):
     edge_model = litert_torch.convert(reference, (example_input[:1],),
                                       quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    edge_model.export(str(path))
-    path.write_bytes(stripped(path.read_bytes()))
-    interpreter(path.read_bytes(), MAX_ARENA)  # fails here on float I/O
+    with atomic.writing(path) as tmp:
+        edge_model.export(str(tmp))
+        tmp.write_bytes(stripped(tmp.read_bytes()))
+        interpreter(tmp.read_bytes(), MAX_ARENA)  # fails here on float I/O
     return path
 
 

@@ -5,21 +5,21 @@ from pathlib import Path
 import torch
 import yaml
 
+from kws import atomic
+from kws.params import check
+
 PARAMS = "params.yaml"
 FEATURES = Path("data/features")
 
 
 def params(block):
-    """One block of params.yaml (a stage's own parameters)."""
-    all_params = yaml.safe_load(Path(PARAMS).read_text())
-    if block not in all_params:
-        raise KeyError(f"{PARAMS} has no '{block}' block")
-    return all_params[block]
+    """One block of params.yaml (a stage's own parameters), checked against kws.params.SCHEMA:
+    stages call this first, so a bad value stops them before any work."""
+    return check(yaml.safe_load(Path(PARAMS).read_text()), block, PARAMS)
 
 
 def write_json(path, obj):
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(obj, indent=2, default=float) + "\n")
+    atomic.write_text(path, json.dumps(obj, indent=2, default=float) + "\n")
 
 
 def read_json(path):
@@ -31,7 +31,7 @@ def feature_config():
 
 
 def save_split(split, x, y):
-    torch.save({"x": x, "y": y}, FEATURES / f"{split}.pt")
+    atomic.torch_save({"x": x, "y": y}, FEATURES / f"{split}.pt")
 
 
 def load_split(split):
@@ -41,7 +41,8 @@ def load_split(split):
 
 
 def save_train(power, y, noise_power, synthetic):
-    torch.save({"power": power, "y": y, "noise_power": noise_power, "synthetic": synthetic}, FEATURES / "train.pt")
+    with atomic.writing(FEATURES / "train.pt") as tmp:  # about a gigabyte at GSC size: not copied in memory
+        torch.save({"power": power, "y": y, "noise_power": noise_power, "synthetic": synthetic}, tmp)
 
 
 def load_train():

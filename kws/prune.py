@@ -27,10 +27,11 @@ def widths(ratio):
     return {"wide": 1 - ratio / 2, "narrow": 1 - ratio}
 
 
-def prune(model, width, importance="l1", steps=1, calib=None):
+def prune(model, width, n_frames, importance="l1", steps=1, calib=None):
     """Remove (1 - width) of the channels of every prunable layer, in `steps` iterative steps
-    (importance re-estimated before each). Taylor importance needs `calib` = (features, labels)
-    for its gradients. Returns the pruned model (modified in place)."""
+    (importance re-estimated before each), tracing the model on clips of `n_frames` feature frames.
+    Taylor importance needs `calib` = (features, labels) for its gradients. Returns the pruned
+    model (modified in place)."""
     if importance not in IMPORTANCE:
         raise ValueError(f"prune.importance must be one of {sorted(IMPORTANCE)}, got {importance!r}")
     if not 0 < width < 1:
@@ -40,7 +41,7 @@ def prune(model, width, importance="l1", steps=1, calib=None):
     if importance == "taylor" and calib is None:
         raise ValueError("taylor importance needs calibration features for its gradients")
     model.eval()
-    example = torch.zeros(1, model.stem.in_channels, 101)  # tracing only: channel coupling is the same at any length
+    example = torch.zeros(1, model.stem.in_channels, n_frames)
     pruner = tp.pruner.MetaPruner(model, example, importance=IMPORTANCE[importance](), pruning_ratio=1 - width,
                                   iterative_steps=steps, ignored_layers=[model.fc])
     for _ in range(steps):

@@ -36,7 +36,7 @@ from torchao.quantization.pt2e.quantizer import (FixedQParamsQuantizationSpec, Q
                                                  SharedQuantizationSpec)
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
-from kws import export, models
+from kws import atomic, export, models
 
 # torchao 0.18 ships the XNNPACK quantizer only under torchao.testing (its maintained copy lives
 # in executorch, too heavy a dependency). Its scheme is exactly the TFLite int8 one above; the
@@ -85,8 +85,8 @@ def ptq(fp32_onnx_path, int8_onnx_path, calib_features, batch_size=64, method="m
         raise ValueError("ptq: calib_features is empty")
     input_name = export.session(fp32_onnx_path).get_inputs()[0].name
     overrides = {name: [dict(INT16)] for name in int16_tensors}
-    with _quiet_ort():
-        quantize_static(str(fp32_onnx_path), str(int8_onnx_path), _Features(calib_features, input_name, batch_size),
+    with _quiet_ort(), atomic.writing(int8_onnx_path) as tmp:
+        quantize_static(str(fp32_onnx_path), str(tmp), _Features(calib_features, input_name, batch_size),
                         quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QInt8,
                         weight_type=QuantType.QInt8, calibrate_method=calibration_method(method),
                         nodes_to_quantize=nodes_to_quantize, nodes_to_exclude=nodes_to_exclude,
@@ -243,7 +243,8 @@ def ptq_reference(model, calib_features, batch_size=64):
 def save_reference(reference, example_input, path):
     """Save a torch quantized reference (dynamic batch) for later stages: torch.export's .pt2."""
     args, dynamic_shapes = export.dynamic_batch(example_input)
-    torch.export.save(torch.export.export(reference, args, dynamic_shapes=dynamic_shapes), str(path))
+    with atomic.writing(path) as tmp:
+        torch.export.save(torch.export.export(reference, args, dynamic_shapes=dynamic_shapes), str(tmp))
     return path
 
 
@@ -257,7 +258,8 @@ def to_int8_onnx(reference, example_input, path):
     int32 + DequantizeLinear at scale s_in * s_w, as ORT's PTQ output and MCU kernels have it
     (lossless: convert already rounded the bias to that grid)."""
     export.to_onnx(reference, example_input, path, atol=None)
-    export.session(path, save_optimized_to=path)
+    with atomic.writing(path) as tmp:
+        export.session(path, save_optimized_to=tmp)
     return path
 
 

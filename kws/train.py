@@ -17,6 +17,15 @@ from kws.sources import CLASSES, SILENCE
 SILENCE_INDEX = CLASSES.index(SILENCE)
 
 
+class TrainingFailed(RuntimeError):
+    """Training ended with a model no better than a constant guess."""
+
+
+def majority_share(labels):
+    """Accuracy of always answering the most common label: the chance level a model must beat."""
+    return torch.bincount(labels).max().item() / len(labels)
+
+
 def resolve_device(name):
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -115,10 +124,10 @@ def fit(model, power, labels, noise_power, feature_config, val_feats, val_labels
             "clip_epochs": n * epochs, "wall_s": time.time() - t_start, "history": history}
 
 
-def train_on_dataset(model, p, name, loss_fn=cross_entropy, set_train=lambda m, on: m.train(on), extra_params=(),
-                     pretrain_epochs=0):
+def train_on_dataset(model, p, augment, name, loss_fn=cross_entropy, set_train=lambda m, on: m.train(on),
+                     extra_params=(), pretrain_epochs=0):
     """Load the train split's mel spectra and clean val features, train with dvclive curves in
-    dvclive/<name>/ (params block `p` plus the shared augment block).
+    dvclive/<name>/ (params block `p`, params.yaml's `augment` block).
 
     pretrain_epochs > 0: first train that many epochs on the espeak-ng clips of a mixed train split
     (data.mix_synthetic_speakers) with the silence clips, then p['epochs'] on the recorded clips
@@ -127,7 +136,7 @@ def train_on_dataset(model, p, name, loss_fn=cross_entropy, set_train=lambda m, 
     (at ~38% top-1 here), and restarting from there would throw the pre-training away."""
     power, labels, noise_power, synthetic = io.load_train()
     val_x, val_y = io.load_split("val")
-    p = {**p, "augment": io.params("augment")}
+    p = {**p, "augment": augment}
     phases = [(p, None, True)]  # None: every clip, without copying the memory-mapped spectra
     if pretrain_epochs:
         real = ~synthetic
@@ -147,4 +156,27 @@ def train_on_dataset(model, p, name, loss_fn=cross_entropy, set_train=lambda m, 
     if pretrain_epochs:
         result["pretrain"] = {"last_val_acc": results[0]["history"][-1]["val_acc"],
                               **{k: results[0][k] for k in ("epochs", "clip_epochs", "wall_s")}}
+    check_beats_chance(result["best_val_acc"], val_y, f"[{name}] training failed: best validation accuracy",
+                       f"Check the stage's lr ({p['lr']}, {p['optimizer']}) and epochs ({p['epochs']})")
     return result
+
+
+def check_beats_chance(val_acc, val_labels, what, advice):
+    """Refuse a model not even one validation clip better than always answering the commonest
+    class (diverged, or learnt nothing), before the stage writes it for the next to build on."""
+    guess = majority_share(val_labels)
+    if val_acc < guess + 0.5 / len(val_labels):  # half a clip: accuracies are float32 means
+        raise TrainingFailed(f"{what} {val_acc:.4f} is no better than always answering the most common class "
+                             f"({guess:.4f}); nothing written. {advice}")
+
+
+def validate_adopted(model, path, name):
+    """Validation accuracy of a model trained elsewhere (an adopted teacher), logged as the one step
+    of dvclive/<name>/ so the stage's curves exist and show what it scores on this data."""
+    val_x, val_y = io.load_split("val")
+    acc = accuracy(model, val_x, val_y)
+    check_beats_chance(acc, val_y, f"[{name}] {path}: validation accuracy", "Expected a model trained for this task")
+    with Live(f"dvclive/{name}", dvcyaml=None, save_dvc_exp=False) as live:
+        live.log_metric("val_acc", acc)
+        live.next_step()
+    return acc

@@ -27,7 +27,7 @@ def main():
     if a.epochs is not None:
         p = {**p, "epochs": a.epochs, "warmup_epochs": min(p["warmup_epochs"], a.epochs)}
     net = models.build(*models.preset(p["student"], p["width"], features.n_channels(cfg), len(CLASSES)), p["seed"])
-    fit = train.train_on_dataset(net, p, "int8_agreement")
+    fit = train.train_on_dataset(net, p, io.params("augment"), "int8_agreement")
     net.eval()
     calib, _ = io.load_split("calib")
     val_x, val_y = io.load_split("val")

@@ -11,9 +11,7 @@ TEACHERS = {"chain": ["models/finetuned_narrow.pt"],  # teacher -> wide -> narro
 
 
 def main(mode):
-    p, cfg = io.params("distill"), io.feature_config()
-    if p["teachers"] not in TEACHERS:
-        raise ValueError(f"distill.teachers must be one of {sorted(TEACHERS)}, got {p['teachers']!r}")
+    p, augment, cfg = io.params("distill"), io.params("augment"), io.feature_config()
     t0 = time.time()
     arch, kwargs = models.preset(p["student"], p["width"], features.n_channels(cfg), len(CLASSES))
     student = models.build(arch, kwargs, p["seed"])
@@ -24,15 +22,15 @@ def main(mode):
     if mode == "kd":
         teachers = [checkpoint.load(path, cfg)[0].to(device) for path in TEACHERS[p["teachers"]]]
         if p["feature_weight"] > 0:
-            n_mels = features.n_channels(cfg)
-            adapter = distill.FeatureAdapter(distill.feature_channels(student, n_mels),
-                                             distill.feature_channels(teachers[-1], n_mels)).to(device)
+            shape = features.n_channels(cfg), features.n_frames(cfg)
+            adapter = distill.FeatureAdapter(distill.feature_channels(student, *shape),
+                                             distill.feature_channels(teachers[-1], *shape)).to(device)
             extra = tuple(adapter.parameters())
     loss = distill.make_loss(teachers, {**p, "alpha": p["alpha"] if mode == "kd" else 0.0}, adapter)
     print(f"[distill@{mode}] {p['student']} x{p['width']}: {models.n_params(student)} parameters, {flash} B as "
           f".tflite (budget {p['budget_bytes']}), {arena} B TFLM arena (budget {p['arena_budget_bytes']}); "
           f"teachers: {TEACHERS[p['teachers']] if teachers else 'none (hard labels)'}", flush=True)
-    result = train.train_on_dataset(student, p, f"distill_{mode}", loss, extra_params=extra)
+    result = train.train_on_dataset(student, p, augment, f"distill_{mode}", loss, extra_params=extra)
     checkpoint.save(f"models/student_{mode}.pt", student, arch, kwargs, cfg, stage=f"distill@{mode}")
     io.write_json(f"metrics/distill/{mode}.json", {
         "params": models.n_params(student), "int8_bytes_estimate": budget.int8_bytes(student)["total"],

@@ -6,10 +6,10 @@ from kws import checkpoint, io, models, train
 
 
 def main(key):
-    p, cfg = io.params("finetune"), io.feature_config()
+    p, augment, cfg = io.params("finetune"), io.params("augment"), io.feature_config()
     t0 = time.time()
     model, ckpt = checkpoint.load(f"models/pruned_{key}.pt", cfg)
-    result = train.train_on_dataset(model, p, f"finetune_{key}")
+    result = train.train_on_dataset(model, p, augment, f"finetune_{key}")
     checkpoint.save(f"models/finetuned_{key}.pt", model, ckpt["arch"], ckpt["kwargs"], cfg,
                     stage=f"finetune@{key}", width=ckpt["info"]["width"])
     io.write_json(f"metrics/finetune/{key}.json", {

@@ -19,7 +19,7 @@ def main(key):
     source_width = ckpt["info"].get("width", 1.0)
     # Taylor importance needs gradients: the calibration clips (train split), never test data.
     calib = io.load_split("calib") if p["importance"] == "taylor" else None
-    prune.prune(model, width / source_width, p["importance"], p["steps"], calib)
+    prune.prune(model, width / source_width, features.n_frames(cfg), p["importance"], p["steps"], calib)
     after = prune.macs_and_params(model, features.n_frames(cfg))
     kwargs = models.arch_kwargs(model)
     checkpoint.save(f"models/pruned_{key}.pt", model, "tc_resnet", kwargs, cfg, stage=f"prune@{key}", width=width)

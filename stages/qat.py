@@ -10,7 +10,7 @@ OUT = Path("models/qat")
 
 
 def main():
-    p, cfg = io.params("qat"), io.feature_config()
+    p, augment, cfg = io.params("qat"), io.params("augment"), io.feature_config()
     t0 = time.time()
     model, _ = checkpoint.load("models/student_kd.pt", cfg)
     calib_x, _ = io.load_split("calib")
@@ -19,7 +19,7 @@ def main():
     result = {}
 
     def train_fn(qat_model):
-        result.update(train.train_on_dataset(qat_model, p, "qat", set_train=quant.set_train_mode))
+        result.update(train.train_on_dataset(qat_model, p, augment, "qat", set_train=quant.set_train_mode))
 
     reference = quant.qat(model, example, train_fn)
     OUT.mkdir(parents=True, exist_ok=True)

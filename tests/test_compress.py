@@ -19,17 +19,18 @@ def small_teacher(width=1.0, seed=0):
 @pytest.mark.parametrize("importance", ["l1", "l2", "bn_scale", "taylor"])
 def test_pruning_removes_channels_and_keeps_the_network_whole(importance, tmp_path):
     net = small_teacher()
-    macs0, params0 = prune.macs_and_params(net, 101)
-    calib = (torch.randn(32, 40, 101), torch.randint(0, 12, (32,)))
-    prune.prune(net, 0.5, importance, steps=2, calib=calib)
+    frames = 51  # features.hop_ms=20: the length comes from the feature config, not a typed-in 101
+    macs0, params0 = prune.macs_and_params(net, frames)
+    calib = (torch.randn(32, 40, frames), torch.randint(0, 12, (32,)))
+    prune.prune(net, 0.5, frames, importance, steps=2, calib=calib)
     kw = models.arch_kwargs(net)
     assert kw["stem"] == 8 and [b[:2] for b in kw["blocks"]] == [[12, 12], [16, 16], [24, 24]]
-    macs1, params1 = prune.macs_and_params(net, 101)
+    macs1, params1 = prune.macs_and_params(net, frames)
     assert params1 < 0.3 * params0 and macs1 < 0.35 * macs0
     # the architecture kwargs rebuild it exactly: a dense, consistent network
     rebuilt = models.build("tc_resnet", kw)
     rebuilt.load_state_dict(net.state_dict())
-    x = torch.randn(4, 40, 101)
+    x = torch.randn(4, 40, frames)
     torch.testing.assert_close(rebuilt.eval()(x), net(x))
     # and it exports to ONNX that onnxruntime runs the same
     from kws import export
@@ -47,7 +48,7 @@ def test_prune_widths_follow_the_ratio():
             prune.widths(bad)
     assert prune.widths(0.9)["narrow"] == pytest.approx(0.1)
     with pytest.raises(ValueError, match="prune.importance"):
-        prune.prune(small_teacher(), 0.5, "random-ish")
+        prune.prune(small_teacher(), 0.5, 101, "random-ish")
 
 
 def test_kd_loss_matches_hand_computation():
@@ -88,7 +89,7 @@ def test_ensemble_soft_targets_are_the_mean_of_the_teachers_softened_probabiliti
 def test_feature_hint_adapter_shapes():
     student = models.build(*models.preset("bc_resnet", 1.0, 40, 12))
     teacher = small_teacher()
-    a = distill.FeatureAdapter(distill.feature_channels(student, 40), distill.feature_channels(teacher, 40))
+    a = distill.FeatureAdapter(distill.feature_channels(student, 40, 101), distill.feature_channels(teacher, 40, 101))
     x = torch.randn(2, 40, 101)
     t_feats = teacher.features(x)
     assert a(student.features(x), t_feats.shape[-1]).shape == t_feats.shape

@@ -1,0 +1,49 @@
+"""Outputs written whole or not at all. A writer writes a temporary file beside its target and
+renames it over the target once complete (os.replace is atomic within a file system), so a
+crash, a kill or a full disk leaves the previous file or none, never a truncated one that a
+later stage, or a person, would take for a result."""
+import errno
+import io
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+# The errors of a full disk, a full quota and a file-size limit (`ulimit -f`).
+FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+@contextmanager
+def writing(path):
+    """Yield a temporary path beside `path` (same name and suffix, hidden: writers that choose a
+    format by the suffix still do); when the block ends without error it replaces `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno in FULL:
+            raise OSError(e.errno, f"writing {path}: disk full / file size limit reached ({os.strerror(e.errno)}); "
+                          f"{path.name} is left as it was before this run (or absent)") from e
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path, text):
+    with writing(path) as tmp:
+        tmp.write_text(text)
+
+
+def torch_save(obj, path):
+    """torch.save, atomically. Serialized in memory first: torch's own file writer turns a full
+    disk into 'unexpected pos', where a plain write names the cause."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with writing(path) as tmp:
+        tmp.write_bytes(buffer.getbuffer())

@@ -1,0 +1,73 @@
+"""Outputs are replaced whole or not at all: a full disk or a file-size limit mid-write leaves the
+previous file as it was and says what happened, naming the file."""
+import errno
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kws import checkpoint, export, io, models
+
+
+def fail_midway(monkeypatch, method, code):
+    """Path.<method> writes half its data, then fails as a full disk does."""
+    original = getattr(Path, method)
+
+    def half_then_fail(self, data, *args, **kwargs):
+        original(self, data[:len(data) // 2], *args, **kwargs)
+        raise OSError(code, os.strerror(code))
+    monkeypatch.setattr(Path, method, half_then_fail)
+
+
+def test_a_full_disk_leaves_the_previous_json_and_names_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "metrics" / "teacher.json"
+    io.write_json(path, {"best_val_acc": 0.9})
+    fail_midway(monkeypatch, "write_text", errno.ENOSPC)
+    with pytest.raises(OSError, match=rf"writing {path}: disk full / file size limit reached \(No space left") as e:
+        io.write_json(path, {"best_val_acc": 0.1, "padding": list(range(1000))})
+    assert e.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert io.read_json(path) == {"best_val_acc": 0.9}
+    assert os.listdir(path.parent) == ["teacher.json"]  # no half-written temporary left behind
+
+
+def test_a_file_size_limit_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "teacher.pt"
+    arch, kwargs = models.preset("tc_resnet8", 0.25, 40, 12)
+    checkpoint.save(path, models.build(arch, kwargs, seed=0), arch, kwargs, {}, stage="teacher")
+    before = path.read_bytes()
+    fail_midway(monkeypatch, "write_bytes", errno.EFBIG)
+    with pytest.raises(OSError, match=r"teacher.pt: disk full / file size limit reached \(File too large\)"):
+        checkpoint.save(path, models.build(arch, kwargs, seed=1), arch, kwargs, {}, stage="teacher")
+    monkeypatch.undo()
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["teacher.pt"]
+    checkpoint.load(path)
+
+
+EXPORT = """
+import sys, torch
+from kws import export, models
+model = models.build(*models.preset("tc_resnet8", 0.25, 40, 12), seed=1).eval()
+export.to_onnx(model, torch.randn(2, 40, 101), sys.argv[1])
+"""
+
+
+def test_onnx_export_under_ulimit_f_keeps_the_previous_file(tmp_path):
+    # the issue's finding: `ulimit -f` during export left a truncated teacher.fp32.onnx and a raw OSError
+    path = tmp_path / "teacher.fp32.onnx"
+    export.to_onnx(models.build(*models.preset("tc_resnet8", 0.25, 40, 12), seed=0).eval(), torch.randn(2, 40, 101),
+                   path)
+    before = path.read_bytes()
+    limit = len(before) // 2
+
+    def ulimit_f():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    out = subprocess.run([sys.executable, "-c", EXPORT, str(path)], capture_output=True, text=True,
+                         preexec_fn=ulimit_f, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode != 0
+    assert f"writing {path}: disk full / file size limit reached (File too large)" in out.stderr, out.stderr[-2000:]
+    assert path.read_bytes() == before and os.listdir(tmp_path) == [path.name]

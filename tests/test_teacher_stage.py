@@ -1,0 +1,88 @@
+"""The teacher stage under `dvc repro`, in a scratch git+DVC repo on a tiny synthetic corpus:
+adopting a received checkpoint, and refusing a diverged or untrained model."""
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+import torch
+import yaml
+
+from test_params import set_param
+from test_pipeline import BIN, ROOT, TINY, commit, merge, run
+
+
+def dvc_repro(repo, *args):
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(["dvc", "repro", *args], cwd=repo, env=env, capture_output=True, text=True)
+    return out.returncode, out.stdout + out.stderr
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """fetch, features and teacher run by `dvc repro teacher`."""
+    d = tmp_path_factory.mktemp("teacher_stage")
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, d / name)
+    for name in ("stages", "kws"):
+        shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
+    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], d)
+    run(["dvc", "init", "-q"], d)
+    commit(d, "tiny pipeline")
+    run(["dvc", "repro", "teacher"], d)
+    return d
+
+
+def with_params(repo, block, key, raw):
+    """Write block.key = raw into the repo's params.yaml; returns the text to restore."""
+    text = (repo / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(set_param(text, block, key, raw))
+    return text
+
+
+def test_adopting_a_checkpoint_under_dvc_repro_logs_its_validation_accuracy(repo, tmp_path):
+    trained = json.loads((repo / "metrics/teacher.json").read_text())
+    shutil.copy(repo / "models/teacher.pt", tmp_path / "received.pt")
+    before = with_params(repo, "teacher", "checkpoint", str(tmp_path / "received.pt"))
+    try:
+        code, log = dvc_repro(repo, "-s", "teacher")
+        assert code == 0, log[-3000:]
+        adopted = json.loads((repo / "metrics/teacher.json").read_text())
+        # the same model, so the same validation accuracy as when it was trained, measured afresh
+        assert adopted["best_val_acc"] == pytest.approx(trained["best_val_acc"])
+        assert adopted["params"] == trained["params"] and adopted["effort"]["clip_epochs"] == 0
+        rows = (repo / "dvclive/teacher/plots/metrics/val_acc.tsv").read_text().splitlines()
+        assert rows[0].split("\t") == ["step", "val_acc"] and len(rows) == 2  # one step: the adopted model
+        assert float(rows[1].split("\t")[1]) == pytest.approx(trained["best_val_acc"])
+    finally:
+        (repo / "params.yaml").write_text(before)
+
+
+def test_adopting_a_checkpoint_with_nan_weights_is_refused(repo, tmp_path):
+    ckpt = torch.load(repo / "models/teacher.pt", weights_only=True)
+    ckpt["state_dict"]["stem.weight"][0, 0, 0] = float("nan")
+    torch.save(ckpt, tmp_path / "diverged.pt")
+    before = with_params(repo, "teacher", "checkpoint", str(tmp_path / "diverged.pt"))
+    try:
+        code, log = dvc_repro(repo, "-s", "teacher")
+        assert code != 0 and "diverged.pt: weights are not finite (NaN/inf in ['stem.weight'])" in log, log[-3000:]
+    finally:
+        (repo / "params.yaml").write_text(before)
+
+
+def test_a_teacher_at_chance_level_is_an_error_naming_the_stage(repo):
+    # lr written by hand as 1e-3 (a string to YAML): accepted, trained with, and too low to learn in one epoch
+    text = with_params(repo, "teacher", "lr", "1e-3")
+    (repo / "params.yaml").write_text(set_param((repo / "params.yaml").read_text(), "teacher", "epochs", "1"))
+    try:
+        code, log = dvc_repro(repo, "-s", "teacher")
+        assert code != 0, log[-3000:]
+        assert "[teacher] training failed: best validation accuracy 0.0833 is no better than always answering " \
+               "the most common class (0.0833)" in log, log[-3000:]
+        assert "lr (0.001, sgd) and epochs (1)" in log
+        assert not (repo / "models/teacher.pt").exists()  # nothing locked for prune to build on
+    finally:
+        (repo / "params.yaml").write_text(text)
