@@ -32,7 +32,7 @@ def exp_row(exp_show, name):
 
 @pytest.fixture(scope="module")
 def shared(repo, tmp_path_factory):  # noqa: F811
-    """Machine 1 runs the pipeline and pushes; machine 2 is a fresh clone of the Git remote."""
+    """Machine 1 runs the pipeline and pushes; machine 2 clones the Git remote and pulls."""
     d = tmp_path_factory.mktemp("remotes")
     git_remote, dvc_remote = d / "origin.git", d / "dvc-store"
     run(["git", "init", "-q", "--bare", str(git_remote)], d)
@@ -46,12 +46,12 @@ def shared(repo, tmp_path_factory):  # noqa: F811
     run(["dvc", "push", "--run-cache"], repo)
     clone = d / "machine2"
     run(["git", "clone", "-q", "-b", branch, str(git_remote), str(clone)], d)
+    run(["dvc", "pull", "--run-cache", "--with-deps", TARGET], clone)  # plain `dvc pull` after a full run
     return repo, clone
 
 
 def test_a_pulled_clone_reproduces_without_training(shared):
     first, second = shared
-    run(["dvc", "pull", "--run-cache", "--with-deps", TARGET], second)  # plain `dvc pull` after a full run
     assert "Data and pipelines are up to date" in run(["dvc", "status", TARGET], second)
     log = run(["dvc", "repro", TARGET], second)
     assert "Running stage" not in log and "Data and pipelines are up to date" in log, log
