@@ -116,7 +116,7 @@ def main(argv=None):
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
     base = rows[0]["wall_s"]
-    print(f"\n{len(a.ratios)} prune ratios {a.ratios}, {a.epochs} epochs per training stage, "
+    print(f"\n{len(a.ratios)} prune ratios {a.ratios}, training stages {a.epochs} epoch(s) each, "
           f"{os.cpu_count()} CPUs (load average before each run beside it)")
     print("| jobs | torch threads | wall s | s per run | vs first | load before |\n|--:|--:|--:|--:|--:|--:|")
     for r in rows:
