@@ -33,10 +33,12 @@ class FeatureAdapter(nn.Module):
         return self.proj(F.adaptive_avg_pool1d(as_sequence(student_feats), teacher_len))
 
 
-def feature_channels(model, n_mels, n_frames):
-    """Channels of `model`'s last feature map on clips of n_mels x n_frames."""
+def feature_channels(model: nn.Module, n_mels: int, n_frames: int) -> int:
+    """Channels of `model`'s last feature map on clips of n_mels x n_frames, probed on the model's
+    own device (the distil stage asks after moving the teachers to the training device)."""
+    probe = torch.zeros(1, n_mels, n_frames, device=next(model.parameters()).device)
     with torch.no_grad():
-        return as_sequence(model.features(torch.zeros(1, n_mels, n_frames))).shape[1]
+        return as_sequence(model.features(probe)).shape[1]
 
 
 def ensemble_logits(teachers, x, temperature):

@@ -98,6 +98,12 @@ def test_feature_hint_adapter_shapes():
     assert a.proj.weight.grad is not None
 
 
+def test_feature_channels_probes_on_the_models_device():
+    # "meta" stands in for a GPU: a probe made on the CPU fails the same way on either
+    teacher = small_teacher()
+    assert distill.feature_channels(teacher.to("meta"), 40, 101) == distill.feature_channels(small_teacher(), 40, 101)
+
+
 def test_budget_measures_the_tflite_and_refuses_a_student_over_50kb():
     big = models.build(*models.preset("tc_resnet8", 1.0, 40, 12))
     with pytest.raises(ValueError, match="over distill.budget_bytes=51200"):
