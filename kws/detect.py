@@ -28,10 +28,10 @@ def read_audio(path, sample_rate: int) -> np.ndarray:
     """int16 mono at `sample_rate`: channels averaged, other rates resampled; unreadable or empty
     files raise audio.BadAudio naming the file."""
     if not Path(path).is_file():
-        raise audio.BadAudio(f"{path}: no such file")
+        raise audio.BadAudio(path, "no such file")
     wave = audio.read_long(path, sample_rate)
     if len(wave) == 0:
-        raise audio.BadAudio(f"{path}: no samples")
+        raise audio.BadAudio(path, "no samples")
     return wave
 
 
