@@ -2,7 +2,7 @@
 front end, one 1-s window every hop, windows batched per block, INT8 ONNX scoring. The audio is
 noise (the rate does not depend on what is said). Figures are noisy on a shared machine.
 
-    python bench/stream_rate.py [MODEL] [--minutes 10] [--hop-ms 50] [--threads 2]
+    python bench/stream_rate.py [MODEL] [--minutes 10] [--hop-ms 100] [--threads 2]
 
 MODEL defaults to the deployed INT8 model of metrics/summary.json."""
 import argparse
@@ -11,14 +11,14 @@ import time
 
 import numpy as np
 
-from kws import chain, features, io, stream
+from kws import chain, detect, evaluation, features, io, stream
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model", nargs="?")
     ap.add_argument("--minutes", type=float, default=10.0)
-    ap.add_argument("--hop-ms", type=float, default=50.0)
+    ap.add_argument("--hop-ms", type=float, default=detect.DEFAULTS["hop_ms"])
     ap.add_argument("--threads", type=int, default=2, help="torch threads (ORT uses its own pool)")
     a = ap.parse_args()
     import torch
@@ -26,7 +26,7 @@ def main():
     model = a.model or chain.MODELS[io.read_json("metrics/summary.json")["deployed"]][0]
     cfg = stream.model_config(model)
     wave = np.random.default_rng(0).normal(0, 1000, int(a.minutes * 60 * cfg["sample_rate"])).astype(np.int16)
-    score = stream.scorer(model, cfg)
+    score = evaluation.logits_fn(model, cfg)
     t0 = time.perf_counter()
     feats = stream.stream_features(wave, cfg, int(stream.BLOCK_S * cfg["sample_rate"]))
     t_feat = time.perf_counter() - t0

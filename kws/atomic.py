@@ -8,7 +8,6 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
 
 # The errors of a full disk, a full quota and a file-size limit (`ulimit -f`).
 FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -44,6 +43,7 @@ def torch_save(obj, path):
     """torch.save, atomically. Serialized in memory first: torch's own file writer turns a full
     disk into 'unexpected pos', where a plain write names the cause."""
     buffer = io.BytesIO()
+    import torch  # here, not at the top: the source stage writes atomically without paying for torch
     torch.save(obj, buffer)
     with writing(path) as tmp:
         tmp.write_bytes(buffer.getbuffer())

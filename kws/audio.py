@@ -34,7 +34,7 @@ def read_clip(path, sample_rate=16000, clip_samples=16000, resample=True):
         raise BadAudio(path, f"not mono: {data.shape[1]} channels")
     clip = data[:, 0]
     if len(clip) == 0:
-        raise BadAudio(path, "no samples (a header without audio)")
+        raise BadAudio(path, "no samples: a header without audio")
     if rate != sample_rate:
         if not resample:
             raise BadAudio(path, f"wrong sample rate: {rate} Hz, expected {sample_rate} Hz")
@@ -48,7 +48,7 @@ def read_raw(path):
     except Exception as e:  # soundfile raises several types for truncated/corrupt files
         if Path(path).is_file() and Path(path).stat().st_size == 0:
             raise BadAudio(path, "empty file") from None
-        raise BadAudio(path, f"unreadable ({e})") from None
+        raise BadAudio(path, f"unreadable: {e}") from None
 
 
 def check_complete(path, frames_read):

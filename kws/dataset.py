@@ -89,11 +89,12 @@ def build(records, need_silence, noise_paths, sample_rate=16000, clip_samples=16
         made[split] += n
     manifest = pd.DataFrame(rows, columns=["path", "word", "speaker", "split", "label", "source"])
     manifest["label_index"] = manifest["label"].map(CLASSES.index)
-    # Every bad and resampled file is listed: bad ones are at most data.max_bad_percent of the clips.
+    # Every bad file is listed (at most data.max_bad_percent of the clips); resampled ones can be
+    # the whole corpus, so they are counted and the first 20 listed.
     report = {"clips": len(manifest), "bad_files_skipped": len(bad),
               "bad_file_kinds": dict(Counter(audio.kind_of(b["reason"]) for b in bad)), "bad_files": bad,
               "resampled": len(resampled), "resampled_kinds": dict(Counter(r["reason"] for r in resampled)),
-              "resampled_files": resampled,
+              "resampled_files": resampled[:20],
               "noise_recordings": [str(p) for p in noise_paths],
               "noise_chunks": {s: int(len(c)) for s, c in noise.items()},
               "counts": counts(manifest, "label", CLASSES),

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from kws import audio, stream
+from kws import audio, evaluation, stream
 from kws.sources import KEYWORDS
 
-DEFAULTS = {"hop_ms": 50.0, "smooth_windows": 3, "refractory_s": 1.0}
+# the stream stage's defaults (params.yaml `stream`; tests/test_detect.py holds them together), so a plain
+# thresholds file runs the detector its thresholds were chosen with
+DEFAULTS = {"hop_ms": 100.0, "smooth_windows": 3, "refractory_s": 1.0}
 DEFAULT_THRESHOLD = 0.9
 
 
@@ -55,7 +57,7 @@ def run(model_path, audio_path, point: dict) -> tuple:
     """(detections, seconds of audio) of one recording."""
     cfg = stream.model_config(model_path)
     wave = read_audio(audio_path, cfg["sample_rate"])
-    times, probs = stream.posteriors({"model": stream.scorer(model_path, cfg)}, wave, cfg, point["hop_ms"])
+    times, probs = stream.posteriors({"model": evaluation.logits_fn(model_path, cfg)}, wave, cfg, point["hop_ms"])
     smoothed = stream.smooth(probs["model"], point["smooth_windows"])
     found = stream.detect(times, smoothed, point["thresholds"], point["refractory_s"], point["hop_ms"])
     return found, len(wave) / cfg["sample_rate"]

@@ -7,12 +7,14 @@ from kws import atomic, checkpoint, export, io, metrics, models
 
 
 def logits_fn(model_path, feature_config):
-    """A function features -> logits for a .pt checkpoint or an .onnx file."""
+    """A function features -> logits (numpy) for a .pt checkpoint or an .onnx file; the model is
+    loaded (the ONNX session opened) once, however often the function is called."""
     path = Path(model_path)
     if path.suffix == ".onnx":
-        return lambda x: export.ort_logits(path, x)
+        sess = export.session(path)
+        return lambda x: export.ort_logits(sess, x)
     model, _ = checkpoint.load(path, feature_config)
-    return lambda x: models.logits(model, x)
+    return lambda x: models.logits(model, x).numpy()
 
 
 def headline(m):

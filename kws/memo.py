@@ -385,7 +385,9 @@ def memo_markdown(s, res, stream):
               f"at {kb(t['tflite_bytes'])} (the teacher needs {t['tflite_bytes'] / d['tflite_bytes']:.1f}x the flash and "
               f"{t['macs'] / d['macs']:.1f}x the MACs); against the teacher: {paired(s, 'deployed_vs_teacher')}.",
               f"Chosen on validation, not test: the best validation top-1 ({pct(d['val_top1'])}) of the "
-              f"{sum(c['fits_budget'] for c in s['selection']['candidates'].values())} INT8 models within the flash and RAM budgets.",
+              f"{sum(c['fits_budget'] for c in s['selection']['candidates'].values())} INT8 models within the flash and RAM budgets"
+              + (f"; tied on validation top-1 and FAR with {', '.join(s['selection']['tied_with'])}, so picked by "
+                 "chain order: validation cannot tell them apart." if s["selection"]["tied_with"] else "."),
               "", stream_paragraph(stream, s), "",
               "## All models", "",
               f"| model | step | flash .tflite (est.) | arena TFLM (est.) | MACs | val top-1 | top-1 | {op} | cumulative effort |",
@@ -446,10 +448,15 @@ def stream_paragraph(stream, s):
     dep, t = stream["models"][s["deployed"]], stream["models"]["teacher"]
     per_snr = "; ".join(f"{snr} dB SNR: {r['fa_per_hour']:.1f}/h, {pct(r['miss_rate'])} missed"
                         for snr, r in dep["test_per_snr"].items())
+    def per_hour(x):
+        return f"{x:.1f}/h"
+    intervals = "; ".join(f"{who} {with_interval(m['test'], 'fa_per_hour', per_hour)}, "
+                          f"{with_interval(m['test'], 'miss_rate', pct)} missed" for who, m in (("deployed", dep), ("teacher", t)))
     return (f"**Continuous audio:** as a streaming detector on {test['hours']:.2g} h of test streams, the deployed model "
             f"false-accepts **{dep['test']['fa_per_hour']:.1f} times per hour** (all keywords together) and misses "
             f"**{pct(dep['test']['miss_rate'])}** of keywords (teacher: {t['test']['fa_per_hour']:.1f}/h, "
-            f"{pct(t['test']['miss_rate'])}); {per_snr}. Thresholds per keyword from {val['hours']:.2g} h of validation "
+            f"{pct(t['test']['miss_rate'])}); {per_snr}. 95% intervals (exact Poisson on the false-accept count, Wilson "
+            f"on the misses; keyword clips recur, so the latter is optimistic): {intervals}. Thresholds per keyword from {val['hours']:.2g} h of validation "
             f"streams, where they kept false accepts to {dep['val']['fa_per_hour']:.1f}/h (target "
             f"{stream['target_fa_per_hour']:g}/h). Streams: {test['keyword_words']} keywords and "
             f"{test['unknown_words']} unknown words from the test split's {test['distinct_keyword_clips']} keyword and "

@@ -14,7 +14,7 @@ over test clips (thresholds held fixed) for the macro FAR.
 """
 import numpy as np
 from scipy.special import logsumexp
-from scipy.stats import binomtest
+from scipy.stats import binomtest, chi2
 from sklearn.metrics import confusion_matrix, det_curve, roc_curve
 
 from kws.sources import CLASSES, KEYWORDS, SILENCE, UNKNOWN
@@ -39,6 +39,14 @@ def wilson(successes, n):
         return float("nan"), float("nan")
     ci = binomtest(int(successes), int(n)).proportion_ci(CONFIDENCE, method="wilson")
     return float(ci.low), float(ci.high)
+
+
+def poisson_rate(count, exposure):
+    """(low, high) exact (Garwood) interval of an event rate: `count` events in `exposure` units
+    (false accepts in hours of stream)."""
+    a = 1 - CONFIDENCE
+    lo = chi2.ppf(a / 2, 2 * count) / 2 if count else 0.0
+    return float(lo / exposure), float(chi2.ppf(1 - a / 2, 2 * count + 2) / 2 / exposure)
 
 
 def accuracy_report(logits, labels):

@@ -218,7 +218,7 @@ SCHEMA = {
                     "test": Number("(0, inf)", "test stream length, min")},
         "snr_db": ListOf(Number("[-inf, inf]", ""), "speech level over the background noise, dB"),
         "gap_s": ListOf(Number("[0, inf)", ""), "noise between words: uniform in [low, high] s", length=2),
-        "keyword_share": Number(SHARE, "share of the words that are keywords"),
+        "keyword_share": Number("(0, 1]", "share of the words that are keywords"),
         "target_fa_per_hour": Number("(0, inf)", "validation false accepts per hour the thresholds are chosen for"),
         "seed": Integer("[0, inf)", "seed of the streams"),
     },

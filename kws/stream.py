@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from scipy.special import softmax
 
-from kws import checkpoint, evaluation, export, features
+from kws import checkpoint, features
 from kws.sources import CLASSES, KEYWORDS
 
 BLOCK_S = 10.0  # audio per block when scoring files: windows are batched per block, memory stays small
@@ -43,16 +43,6 @@ def model_config(model_path) -> dict:
         raise FileNotFoundError(f"{beside} not found: an .onnx model needs the feature config it was "
                                 "trained with beside it (the export and qat stages write one)")
     return json.loads(beside.read_text())
-
-
-def scorer(model_path, cfg: dict):
-    """features [K, C, T] -> logits [K, classes] (numpy) of a .pt or .onnx model; an ONNX session
-    is opened once, not once per block."""
-    if Path(model_path).suffix == ".onnx":
-        sess = export.session(model_path)
-        return lambda x: export.ort_logits(sess, x)
-    f = evaluation.logits_fn(model_path, cfg)
-    return lambda x: f(x).numpy()
 
 
 def start(cfg: dict) -> dict:

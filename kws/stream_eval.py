@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from kws import stream  # noqa: E402
+from kws import metrics, stream  # noqa: E402
 from kws.sources import CLASSES, KEYWORDS, SILENCE, UNKNOWN  # noqa: E402
 
 SPEECH_RMS = 0.05   # every word clip scaled to this RMS (-26 dBFS over its 1-s clip), so an SNR means one level
@@ -83,12 +83,9 @@ def _cycle(n, rng):
 def keyword_outcome(fire_times: np.ndarray, starts: np.ndarray) -> tuple:
     """(hits, false accepts) of one keyword: its detection times against the start times of its
     own clips in the stream."""
-    if len(starts) == 0:
-        inside = np.zeros(len(fire_times), bool)
-    else:
-        j = np.searchsorted(starts, fire_times, side="right") - 1  # the latest clip starting before each detection
-        inside = (j >= 0) & (fire_times - starts[np.maximum(j, 0)] <= 1.0 + TRUE_AFTER_S)
-    hit_clips = np.unique(np.searchsorted(starts, fire_times[inside], side="right") - 1)
+    j = np.searchsorted(starts, fire_times, side="right") - 1  # the latest clip starting before each detection
+    inside = (j >= 0) & (fire_times - starts[np.maximum(j, 0)] <= 1.0 + TRUE_AFTER_S) if len(starts) else j >= 0
+    hit_clips = np.unique(j[inside])
     false = fire_times[~inside]
     merged = int(np.sum(np.diff(false, prepend=-np.inf) >= MERGE_S))
     return len(hit_clips), merged
@@ -128,7 +125,9 @@ def choose_thresholds(counts: dict, hours: float, target_fa_per_hour: float, thr
 def at(counts: dict, hours: float, chosen: dict, thresholds=THRESHOLDS) -> dict:
     """Miss rate and false accepts per hour at per-keyword thresholds, per keyword and overall
     (misses: macro mean over keywords; false accepts per hour: summed over keywords, i.e. how often
-    the device fires wrongly at all)."""
+    the device fires wrongly at all), each overall figure with its 95% interval: exact Poisson for
+    the false-accept count, Wilson for the misses pooled over keywords (their word counts are
+    near-equal, so it brackets the macro rate; optimistic where keyword clips recur in the stream)."""
     per = {}
     for k, c in counts.items():
         i = int(np.flatnonzero(np.isclose(thresholds, chosen[k]))[0])
@@ -136,9 +135,12 @@ def at(counts: dict, hours: float, chosen: dict, thresholds=THRESHOLDS) -> dict:
         per[k] = {"threshold": chosen[k], "events": c["events"], "misses": misses,
                   "miss_rate": misses / c["events"] if c["events"] else float("nan"),
                   "false_accepts": int(c["false_accepts"][i]), "fa_per_hour": c["false_accepts"][i] / hours}
-    return {"miss_rate": float(np.nanmean([p["miss_rate"] for p in per.values()])),
-            "fa_per_hour": float(sum(p["fa_per_hour"] for p in per.values())),
-            "false_accepts": sum(p["false_accepts"] for p in per.values()), "per_keyword": per}
+    false_accepts = sum(p["false_accepts"] for p in per.values())
+    miss_lo, miss_hi = metrics.wilson(sum(p["misses"] for p in per.values()), sum(p["events"] for p in per.values()))
+    fa_lo, fa_hi = metrics.poisson_rate(false_accepts, hours)
+    return {"miss_rate": float(np.nanmean([p["miss_rate"] for p in per.values()])), "miss_rate_lo": miss_lo,
+            "miss_rate_hi": miss_hi, "fa_per_hour": false_accepts / hours, "fa_per_hour_lo": fa_lo,
+            "fa_per_hour_hi": fa_hi, "false_accepts": false_accepts, "per_keyword": per}
 
 
 def det_rows(counts: dict, hours: float, thresholds=THRESHOLDS) -> list:

@@ -54,9 +54,12 @@ def selection(rows, budget_bytes, arena_budget_bytes):
         sizes = ", ".join(f"{n} {c['tflite_bytes']} B flash / {c['tflm_arena_bytes']} B arena" for n, c in candidates.items())
         raise ValueError(f"no INT8 model fits distill.budget_bytes={budget_bytes} and distill.arena_budget_bytes="
                          f"{arena_budget_bytes} as measured on its .tflite ({sizes}); pick a smaller student")
-    best = max(fitting, key=lambda n: (candidates[n]["val_top1"], -candidates[n]["val_far_macro"]))
+    def key(n):
+        return candidates[n]["val_top1"], -candidates[n]["val_far_macro"]
+    best = max(fitting, key=key)  # on a tie, the first in chain order
     return best, {"rule": ".tflite within budget_bytes (flash) and TFLM arena within arena_budget_bytes (RAM); "
-                          "highest validation top-1, then lowest validation FAR",
+                          "highest validation top-1, then lowest validation FAR, then chain order",
+                  "tied_with": [n for n in fitting if n != best and key(n) == key(best)],
                   "candidates": candidates}
 
 

@@ -64,7 +64,7 @@ def warmup_cosine(opt, total_steps, warmup_steps):
 
 
 def fit(model, power, labels, noise_power, feature_config, val_feats, val_labels, p, loss_fn=cross_entropy,
-        live=None, set_train=lambda m, on: m.train(on), name="train", extra_params=(), keep_best=True):
+        live=None, set_train=lambda m, on: m.train(on), name="train", extra_params=(), keep_best=True, subset=None):
     """Train `model` for p['epochs'] on mel power spectra [N, n_mels, T] (`features.mel_power`),
     augmented with `noise_power` chunks; keep the weights of the best validation
     epoch (keep_best=False: of the last epoch). Returns {'best_val_acc', 'epochs', 'clip_epochs',
@@ -72,13 +72,15 @@ def fit(model, power, labels, noise_power, feature_config, val_feats, val_labels
 
     `p` is a params block: epochs, batch_size, lr, weight_decay, seed, device, augment.
     `extra_params` are trained too but not part of the model (a distillation adapter; the
-    caller puts it on the device)."""
+    caller puts it on the device). `subset`: indices of the clips to train on (default all), so a
+    memory-mapped `power` is gathered a batch at a time rather than copied whole."""
     device = resolve_device(p.get("device", "auto"))
     gen = torch.Generator().manual_seed(p["seed"])
     torch.manual_seed(p["seed"])
     model.to(device)
     front, t_start = FrontEnd(feature_config), time.time()
-    n, bs, epochs = len(power), p["batch_size"], p["epochs"]
+    subset = torch.arange(len(power)) if subset is None else subset
+    n, bs, epochs = len(subset), p["batch_size"], p["epochs"]
     steps = epochs * math.ceil(n / bs)
     trainable = [q for q in model.parameters() if q.requires_grad] + list(extra_params)
     opt = make_optimizer(trainable, p)
@@ -88,7 +90,7 @@ def fit(model, power, labels, noise_power, feature_config, val_feats, val_labels
     for epoch in range(1, epochs + 1):
         set_train(model, True)
         t0, total_loss = time.time(), 0.0
-        order = torch.randperm(n, generator=gen)
+        order = subset[torch.randperm(n, generator=gen)]
         for i in range(0, n, bs):
             idx = order[i:i + bs]
             with torch.no_grad():
@@ -116,8 +118,8 @@ def fit(model, power, labels, noise_power, feature_config, val_feats, val_labels
                 live.log_metric(k, row[k])
             live.next_step()
         if val_acc > best["val_acc"]:
-            best = {"val_acc": val_acc, "state": copy.deepcopy(model.state_dict()), "epoch": epoch}
-    if keep_best and best["state"] is not None:
+            best = {"val_acc": val_acc, "state": copy.deepcopy(model.state_dict()) if keep_best else None, "epoch": epoch}
+    if best["state"] is not None:
         model.load_state_dict(best["state"])
     model.to("cpu")
     return {"best_val_acc": best["val_acc"], "best_epoch": best["epoch"], "epochs": epochs,
@@ -133,11 +135,12 @@ def train_on_dataset(model, p, augment, name, loss_fn=cross_entropy, set_train=l
     (data.mix_synthetic_speakers) with the silence clips, then p['epochs'] on the recorded clips
     alone; each phase has its own warm-up and cosine schedule. The pre-training phase hands on its
     last epoch: recorded validation speech peaks within a few epochs of synthetic-only training
-    (at ~38% top-1 here), and restarting from there would throw the pre-training away."""
+    (at epoch 2 of 40 on the ../shared folder), and restarting from there would throw the
+    pre-training away."""
     power, labels, noise_power, synthetic = io.load_train()
     val_x, val_y = io.load_split("val")
     p = {**p, "augment": augment}
-    phases = [(p, None, True)]  # None: every clip, without copying the memory-mapped spectra
+    phases = [(p, None, True)]  # None: every clip
     if pretrain_epochs:
         real = ~synthetic
         if not synthetic.any() or not real[labels != SILENCE_INDEX].any():
@@ -145,12 +148,12 @@ def train_on_dataset(model, p, augment, name, loss_fn=cross_entropy, set_train=l
                              "of a real source's train split: set data.mix_synthetic_speakers > 0 with "
                              "data.source folder or speech_commands (or pretrain_epochs 0)")
         phases = [({**p, "epochs": pretrain_epochs}, synthetic | (labels == SILENCE_INDEX), False), (p, real, True)]
-    results = []
+    results, cfg = [], io.feature_config()
     with Live(f"dvclive/{name}", dvcyaml=None, save_dvc_exp=False) as live:
         for phase_p, keep, keep_best in phases:
-            x, y = (power, labels) if keep is None else (power[keep], labels[keep])
-            results.append(fit(model, x, y, noise_power, io.feature_config(), val_x, val_y,
-                               phase_p, loss_fn, live, set_train, name, extra_params, keep_best))
+            subset = None if keep is None else torch.nonzero(keep).squeeze(1)
+            results.append(fit(model, power, labels, noise_power, cfg, val_x, val_y, phase_p, loss_fn, live,
+                               set_train, name, extra_params, keep_best, subset))
     result = results[-1]
     result.update(clip_epochs=sum(r["clip_epochs"] for r in results), wall_s=sum(r["wall_s"] for r in results))
     if pretrain_epochs:

@@ -12,8 +12,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from kws import export, features, firmware, io, metrics, models, quant, train
 from kws.sources import CLASSES
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kws import chain, dataset, io, stream, stream_eval
+from kws import atomic, chain, dataset, evaluation, io, params, stream, stream_eval
 from kws.sources import KEYWORDS
 
 DET_DIR = Path("metrics/stream")
@@ -43,20 +43,11 @@ def score_split(split, wave, manifest, scorers, cfg, p, rng):
 
 
 def check(p):
-    """The stream block's values, each refused with its name when it cannot work."""
-    bad = []
-    if not all(isinstance(p["minutes"].get(s), (int, float)) and p["minutes"][s] > 0 for s in ("val", "test")):
-        bad.append(f"stream.minutes must give val and test minutes > 0, got {p['minutes']}")
-    if not p["snr_db"]:
-        bad.append("stream.snr_db must list at least one SNR")
-    if not (len(p["gap_s"]) == 2 and 0 <= p["gap_s"][0] <= p["gap_s"][1]):
-        bad.append(f"stream.gap_s must be [min, max] seconds with 0 <= min <= max, got {p['gap_s']}")
-    if not 0 < p["keyword_share"] <= 1:
-        bad.append(f"stream.keyword_share must be in (0, 1], got {p['keyword_share']}")
-    if not (p["smooth_windows"] >= 1 and p["refractory_s"] >= 0 and p["target_fa_per_hour"] >= 0):
-        bad.append("stream.smooth_windows must be >= 1, refractory_s and target_fa_per_hour >= 0")
-    if bad:
-        raise ValueError("; ".join(bad))
+    """The stream block by the schema (kws.params), plus what it cannot say: gap_s is [min, max]."""
+    p = params.check({"stream": p}, "stream")
+    if not p["gap_s"][0] <= p["gap_s"][1]:
+        raise ValueError(f"stream.gap_s must be [min, max] seconds with min <= max, got {p['gap_s']}")
+    return p
 
 
 def main():
@@ -67,10 +58,11 @@ def main():
     wave, manifest, _ = dataset.load("data/dataset")
     deployed = io.read_json("metrics/summary.json")["deployed"]
     paths = {"teacher": chain.MODELS["teacher"][0], deployed: chain.MODELS[deployed][0]}
-    scorers = {n: stream.scorer(path, cfg) for n, path in paths.items()}
-    rng = np.random.default_rng(p["seed"])
-    val, _, val_makeup = score_split("val", wave, manifest, scorers, cfg, p, rng)
-    test, test_snr, test_makeup = score_split("test", wave, manifest, scorers, cfg, p, rng)
+    scorers = {n: evaluation.logits_fn(path, cfg) for n, path in paths.items()}
+    # one generator per split: the test streams stay the same audio whatever the validation settings
+    val, _, val_makeup = score_split("val", wave, manifest, scorers, cfg, p, np.random.default_rng([p["seed"], 0]))
+    test, test_snr, test_makeup = score_split("test", wave, manifest, scorers, cfg, p,
+                                              np.random.default_rng([p["seed"], 1]))
     hours_val, hours_test = val_makeup["hours"], test_makeup["hours"]
     per_snr_hours = hours_test / len(p["snr_db"])
     models, curves, points = {}, {}, {}
@@ -85,7 +77,8 @@ def main():
                                                  if k != "per_keyword"} for snr, s in test_snr.items()}}
         curves[chain.MODELS[n][1]] = rows = stream_eval.det_rows(test[n], hours_test)
         points[chain.MODELS[n][1]] = models[n]["test"]
-        pd.DataFrame(rows).to_csv(DET_DIR / f"det_{'teacher' if n == 'teacher' else 'deployed'}.csv", index=False)
+        atomic.write_text(DET_DIR / f"det_{'teacher' if n == 'teacher' else 'deployed'}.csv",
+                          pd.DataFrame(rows).to_csv(index=False))
     stream_eval.plot_det(curves, points, f"Streaming DET on {hours_test:.2g} h of test streams "
                          f"(hop {p['hop_ms']:g} ms, SNR {', '.join(f'{s:g}' for s in p['snr_db'])} dB)", PLOT)
     io.write_json("metrics/stream.json", {

@@ -6,27 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from kws import export, firmware, models, quant
-
-N_CLASSES = 12
-
-
-def toy_batch(gen, protos, n):
-    """Noisy clips of one spectral profile per class (constant over time): a task a small
-    BC-ResNet learns in a few dozen steps, so top-1 decisions have margins."""
-    y = torch.randint(0, N_CLASSES, (n,), generator=gen)
-    return protos[y] + torch.randn(n, 40, 101, generator=gen), y
-
-
-def train(model, gen, protos, steps, lr):
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr)
-    for _ in range(steps):
-        x, y = toy_batch(gen, protos, 32)
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
+from test_quant import N_CLASSES, toy_batch, train
 
 def with_trained_statistics(model, seed=0):
     """Give every BatchNorm non-trivial statistics and affine (fresh ones fold to identities)."""
@@ -61,26 +41,32 @@ def toy():
     gen = torch.Generator().manual_seed(0)
     protos = 3 * torch.randn(N_CLASSES, 40, 1, generator=gen).expand(N_CLASSES, 40, 101)
     model = models.build(*models.preset("bc_resnet", 0.5, 40, N_CLASSES))
-    train(model, gen, protos, steps=60, lr=1e-2)  # ~80% top-1
+    train(model, gen, protos, steps=60, lr=1e-2, batch=32)  # ~80% top-1
     test_x, _ = toy_batch(gen, protos, 128)
     calib_x, _ = toy_batch(gen, protos, 128)
     return {"model": model.eval(), "gen": gen, "protos": protos, "test": test_x, "calib": calib_x}
 
 
-def assert_all_integer(int8_onnx, reference, x, tmp_path, onnx_parity):
-    """No float op in the ONNX QDQ graph nor in the .tflite, and TFLM, ONNX and torch agree on
-    top-1 as the firmware stage requires (firmware.min_parity 0.99)."""
+def assert_all_integer(int8_onnx, reference, x, tmp_path):
+    """No float op in the ONNX QDQ graph nor in the .tflite, and TFLM, ONNX and torch compute the same
+    integer model: logits within a few output steps of each other (measured at most 4: rounding, SiLU's
+    table and the average pools differ by an LSB here and there; a float op left in, a wrong fold or a
+    wrong scale is off by tens). Top-1 agreement is not the test: a toy model's near-ties flip on a
+    1-LSB difference, and how many there are depends on the machine that trained it."""
     assert quant.float_nodes(int8_onnx) == []
     tflite = firmware.to_tflite(reference, x[:8], tmp_path / "m.int8.tflite").read_bytes()
     ops = firmware.ops(tflite)
     assert firmware.float_ops(tflite) == {}
     assert not {"QUANTIZE", "DEQUANTIZE", "TRANSPOSE"} & set(ops)  # no requantize, no layout shuffles
     assert {"MUL", "ADD", "LOGISTIC", "AVERAGE_POOL_2D"} <= set(ops)  # the folded norm, SiLU, the averages
-    want = models.logits(reference, x).numpy()
-    agree = firmware.top1_agreement(firmware.run(tflite, x.numpy()), {"torch": want,
-                                                                      "onnx": export.ort_logits(int8_onnx, x)})
-    assert min(agree.values()) >= 0.99, agree
-    assert quant.parity(int8_onnx, reference, x.numpy()) >= onnx_parity
+    out_scale = firmware.io_quantization(tflite)[1][0]
+    logits = {"tflm": firmware.run(tflite, x.numpy()), "torch": models.logits(reference, x).numpy(),
+              "onnx": export.ort_logits(int8_onnx, x)}
+    steps = {(a, b): float(np.abs(logits[a] - logits[b]).max() / out_scale)
+             for a, b in (("tflm", "torch"), ("tflm", "onnx"), ("onnx", "torch"))}
+    assert max(steps.values()) <= 8, steps
+    agree = firmware.top1_agreement(logits["tflm"], {"torch": logits["torch"], "onnx": logits["onnx"]})
+    assert min(agree.values()) >= 0.95, agree  # measured 126-128 of 128
 
 
 def test_ptq_bc_resnet_is_all_integer(toy, tmp_path):
@@ -88,8 +74,7 @@ def test_ptq_bc_resnet_is_all_integer(toy, tmp_path):
     assert quant.float_nodes(fp32)  # the check finds float ops where they are
     int8 = quant.ptq(fp32, tmp_path / "m.int8.onnx", toy["calib"].numpy())
     reference = quant.ptq_reference(toy["model"], toy["calib"])
-    # onnxruntime's quantize_static and PT2E round differently (as for TC-ResNet in test_quant): 2 of 128 flip
-    assert_all_integer(int8, reference, toy["test"], tmp_path, onnx_parity=0.98)
+    assert_all_integer(int8, reference, toy["test"], tmp_path)
     fp32_top1 = export.ort_logits(fp32, toy["test"]).argmax(1)
     assert np.mean(export.ort_logits(int8, toy["test"]).argmax(1) == fp32_top1) >= 0.95
 
@@ -97,13 +82,12 @@ def test_ptq_bc_resnet_is_all_integer(toy, tmp_path):
 def test_qat_bc_resnet_is_all_integer(toy, tmp_path):
     def train_fn(qat_model):
         quant.set_train_mode(qat_model, True)
-        train(qat_model, toy["gen"], toy["protos"], steps=3, lr=1e-3)
+        train(qat_model, toy["gen"], toy["protos"], steps=3, lr=1e-3, batch=32)
         quant.set_train_mode(qat_model, False)
 
     reference = quant.qat(toy["model"], toy["test"][:8], train_fn)
     int8 = quant.to_int8_onnx(reference, toy["test"][:8], tmp_path / "qat.int8.onnx")
-    # the file is exported from the reference itself: only rounding ties differ (1 of 128 toy clips)
-    assert_all_integer(int8, reference, toy["test"], tmp_path, onnx_parity=0.99)
+    assert_all_integer(int8, reference, toy["test"], tmp_path)
 
 
 def test_bc_resnet_is_built_channels_last_and_trains():

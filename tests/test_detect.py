@@ -15,7 +15,7 @@ import yaml
 from scipy.special import softmax
 
 from conftest import ROOT, SHARED
-from kws import audio, dataset, detect, export, features, io, models, quant, silence, sources, stream, train
+from kws import audio, dataset, detect, evaluation, export, features, io, models, quant, silence, sources, train
 from kws.sources import CLASSES, KEYWORDS
 
 REAL = SHARED / "speech_commands_v0.02_test_dev"
@@ -61,7 +61,7 @@ def keyword_stream(real, rng):
     """(wave, [(start s, keyword)]): one confidently recognized test clip per keyword (checked one
     clip at a time by the same model, so this tests the streaming, not the model) placed every
     3.5 s over held-out noise at a low level."""
-    probs = softmax(stream.scorer(real["model"], real["cfg"])(features.compute(real["wave"], real["cfg"])), axis=1)
+    probs = softmax(evaluation.logits_fn(real["model"], real["cfg"])(features.compute(real["wave"], real["cfg"])), axis=1)
     placed, wave = [], []
     for k in KEYWORDS:
         ok = np.flatnonzero((real["labels"] == CLASSES.index(k)) & (probs[:, CLASSES.index(k)] >= 0.95))
@@ -156,3 +156,8 @@ def tiny_onnx(tmp_path):
         fp32 = export.to_onnx(model, x[:8], tmp_path / "tiny.fp32.onnx")
     io.write_json(tmp_path / "feature_config.json", cfg)
     return str(quant.ptq(fp32, tmp_path / "tiny.int8.onnx", x.numpy()))
+
+
+def test_detector_defaults_are_the_stream_stages():
+    stage = yaml.safe_load((ROOT / "params.yaml").read_text())["stream"]
+    assert detect.DEFAULTS == {k: stage[k] for k in detect.DEFAULTS}

@@ -116,7 +116,8 @@ def write_metrics(root, **overrides):
 def write_stream(root, deployed):
     """metrics/stream.json and the DET plot the stream stage draws beside the memo (memo/, next to metrics/)."""
     def row(fa, miss, false_accepts):
-        return {"fa_per_hour": fa, "miss_rate": miss, "false_accepts": false_accepts}
+        return {"fa_per_hour": fa, "fa_per_hour_lo": fa / 2, "fa_per_hour_hi": 2 * fa, "miss_rate": miss,
+                "miss_rate_lo": miss / 2, "miss_rate_hi": 2 * miss, "false_accepts": false_accepts}
     models = {name: {"path": f"models/{name}", "label": name, "thresholds": dict.fromkeys(KEYWORDS, 0.9),
                      "test": row(fa, miss, int(fa)), "val": row(0.0, miss - 0.01, 0),
                      "test_per_snr": {"20": row(fa + 1, miss / 2, 0), "5": row(fa - 1, 2 * miss, 0)}}
@@ -227,6 +228,7 @@ def test_memo_quotes_false_accepts_per_hour_beside_the_per_clip_figures(memo_dir
             "and misses **8.1%** of keywords (teacher: 3.0/h, 5.2%); 20 dB SNR: 6.0/h, 4.0% missed; 5 dB SNR: 4.0/h, "
             "16.2% missed") in text
     assert "from 0.5 h of validation streams, where they kept false accepts to 0.0/h (target 1/h)" in text
+    assert "deployed 5.0/h (2.5/h-10.0/h), 8.1% (4.0-16.2) missed; teacher 3.0/h (1.5/h-6.0/h), 5.2% (2.6-10.4) missed" in text
     assert "600 keywords and 610 unknown words from the test split's 140 keyword and 14 unknown-word clips" in text
     assert "a 1-s window every 100 ms, posteriors averaged over 3, 1 s refractory" in text
     assert f"]({memo.STREAM_PLOT})" in text
@@ -266,3 +268,12 @@ def test_durations_read_in_seconds_or_minutes():
     assert memo.duration(30.4) == "30 s"
     assert memo.duration(119) == "119 s"
     assert memo.duration(600) == "10 min"
+
+
+def test_a_validation_tie_is_said_in_the_memo(tmp_path):
+    s = write_metrics(tmp_path / "metrics")
+    s["selection"]["tied_with"] = ["student_qat"]
+    (tmp_path / "metrics" / "summary.json").write_text(json.dumps(s))
+    memo.write_memo(tmp_path / "metrics", tmp_path / "memo")
+    assert "tied on validation top-1 and FAR with student_qat, so picked by chain order" in (
+        tmp_path / "memo" / "MEMO.md").read_text()

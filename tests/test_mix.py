@@ -1,10 +1,11 @@
 """data.mix_synthetic_speakers: espeak-ng clips join a real source's train split only."""
 import numpy as np
 import pytest
+import yaml
 
 from kws import data_source, sources
 from kws.sources import KEYWORDS, SYNTHETIC, UNKNOWN
-from conftest import run_fetch
+from conftest import ROOT, run_fetch
 from test_synth import needs_synth
 
 
@@ -41,16 +42,13 @@ def test_mixing_into_the_synthetic_source_is_refused():
         data_source.synthetic_train_records({"mix_synthetic_speakers": 5, "source": "synthetic"})
 
 
-AUGMENT = {"time_shift_ms": 100, "noise_prob": 0.8, "noise_volume": 0.1, "freq_masks": 2, "freq_mask_width": 5,
-           "time_masks": 2, "time_mask_width": 10}
+AUGMENT = yaml.safe_load((ROOT / "params.yaml").read_text())["augment"]  # what the stages train with
 
 
 def small_workspace(tmp_path, monkeypatch, synthetic):
     """params.yaml and data/features of a 12-class train split whose clips are espeak-ng where
     `synthetic` is True (random spectra: only the bookkeeping is under test)."""
     import torch
-    import yaml
-    from conftest import ROOT
     from kws import features, io
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(yaml.safe_load((ROOT / "params.yaml").read_text())))
@@ -73,7 +71,7 @@ def test_pretraining_runs_on_synthetic_clips_then_on_recorded_ones(tmp_path, mon
     p = {"optimizer": "sgd", "momentum": 0.9, "lr": 0.01, "warmup_epochs": 0, "epochs": 2, "batch_size": 16,
          "weight_decay": 0.0, "seed": 0, "device": "cpu"}
     monkeypatch.setattr(train, "check_beats_chance", lambda *a: None)  # random spectra: nothing to learn
-    result = train.train_on_dataset(model, p, {**AUGMENT}, "t", pretrain_epochs=3)
+    result = train.train_on_dataset(model, p, AUGMENT, "t", pretrain_epochs=3)
     # pre-training: the 48 synthetic clips and the 6 silence clips (label 0, all recorded here)
     assert result["pretrain"]["epochs"] == 3 and result["pretrain"]["clip_epochs"] == 3 * (48 + 6)
     assert 0 <= result["pretrain"]["last_val_acc"] <= 1
@@ -88,4 +86,4 @@ def test_pretraining_without_synthetic_clips_is_refused(tmp_path, monkeypatch):
     cfg = small_workspace(tmp_path, monkeypatch, [False] * 24)
     model = models.build(*models.preset("tc_resnet8", 0.25, cfg["n_mels"], 12))
     with pytest.raises(ValueError, match="pretrain_epochs=2.*data.mix_synthetic_speakers"):
-        train.train_on_dataset(model, {"epochs": 1}, {**AUGMENT}, "teacher", pretrain_epochs=2)
+        train.train_on_dataset(model, {"epochs": 1}, AUGMENT, "teacher", pretrain_epochs=2)

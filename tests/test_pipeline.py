@@ -41,9 +41,13 @@ def merge(base, over):
     return base
 
 
+def dvc_env(**extra):
+    """This venv's dvc first on PATH, analytics off."""
+    return {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1", **extra}
+
+
 def run(cmd, cwd):
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    out = subprocess.run(cmd, cwd=cwd, env=dvc_env(), capture_output=True, text=True)
     assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out.stdout
 
@@ -103,7 +107,7 @@ def test_dvc_repro_runs_the_dag_and_caches(repo):
                                        "student_qat"}
     for name, row in firmware["models"].items():
         assert row["flash_bytes"] == (repo / f"models/tflite/{name}.int8.tflite").stat().st_size, name
-        assert row["arena_bytes"] > 0 and row["parity"]["torch"] >= 0.9, name
+        assert row["arena_bytes"] > 0 and min(row["parity"].values()) >= TINY["firmware"]["min_parity"], name
     handoff = json.loads((repo / "models/firmware/manifest.json").read_text())
     assert handoff["model"] == summary["deployed"] and handoff["classes"] == CLASSES
     golden = np.load(repo / "models/firmware/golden.npz")  # real test clips: a port from the manifest matches

@@ -18,11 +18,11 @@ def toy_batch(gen, protos, n):
     return protos[y] + torch.randn(n, 40, 101, generator=gen), y
 
 
-def train(model, gen, protos, steps, lr=3e-3):
+def train(model, gen, protos, steps, lr=3e-3, batch=64):
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr)
     for _ in range(steps):
-        x, y = toy_batch(gen, protos, 64)
+        x, y = toy_batch(gen, protos, batch)
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()

@@ -84,6 +84,8 @@ def test_bad_audio_is_refused_with_the_path(tmp_path):
         with pytest.raises(audio.BadAudio) as e:
             audio.read_clip(path)
         assert re.search(why, e.value.reason) and str(e.value) == f"{path}: {e.value.reason}"
+        # the kind counted in metrics/fetch.json: the same for every file that failed the same way
+        assert audio.kind_of(e.value.reason) == why.strip("^$").split(":")[0]
     assert audio.read_clip(good)[1] == 16000
 
 

@@ -103,3 +103,11 @@ def test_stage_refuses_bad_stream_params_by_name(bad, named):
     check(good)
     with pytest.raises(ValueError, match=named):
         check({**good, **bad})
+
+
+def test_stream_figures_carry_exact_intervals():
+    from kws import metrics
+    lo, hi = metrics.poisson_rate(0, 0.5)
+    assert lo == 0 and hi == pytest.approx(-np.log(0.025) / 0.5, rel=1e-6)  # zero events: the classic 3.69 / exposure
+    lo, hi = metrics.poisson_rate(10, 2.0)
+    assert lo < 5.0 < hi and lo == pytest.approx(4.795 / 2, rel=1e-3) and hi == pytest.approx(18.39 / 2, rel=1e-3)

@@ -30,6 +30,13 @@ def test_ties_on_validation_top1_go_to_the_lower_validation_far():
     assert summary.selection(r, BUDGET, ARENA)[0] == "student_ptq"
 
 
+def test_a_full_tie_is_named_and_broken_by_chain_order():
+    r = rows(student_ptq={"val_top1": 0.95}, student_qat={"val_top1": 0.95}, pruned_wide_ptq={"val_top1": 0.95})
+    best, why = summary.selection(r, BUDGET, ARENA)
+    assert best == "pruned_wide_ptq" and why["tied_with"] == ["student_ptq", "student_qat"]
+    assert summary.selection(rows(student_ptq={"val_top1": 0.95}), BUDGET, ARENA)[1]["tied_with"] == []
+
+
 def test_over_budget_models_are_never_deployed():
     r = rows(pruned_wide_ptq={"val_top1": 0.99, "tflite_bytes": BUDGET + 1},
              teacher={"val_top1": 1.0, "tflite_bytes": 1000},  # fp32: not a candidate however small

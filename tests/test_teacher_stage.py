@@ -1,37 +1,26 @@
 """The teacher stage under `dvc repro`, in a scratch git+DVC repo on a tiny synthetic corpus:
 adopting a received checkpoint, and refusing a diverged or untrained model."""
 import json
-import os
 import shutil
 import subprocess
 
 import pytest
 import torch
-import yaml
 
 from test_params import set_param
-from test_pipeline import BIN, ROOT, TINY, commit, merge, run
+from test_pipeline import TINY, dvc_env, run, scratch_repo
 
 
 def dvc_repro(repo, *args):
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(["dvc", "repro", *args], cwd=repo, env=env, capture_output=True, text=True)
+    out = subprocess.run(["dvc", "repro", *args], cwd=repo, env=dvc_env(OMP_NUM_THREADS="1"), capture_output=True,
+                         text=True)
     return out.returncode, out.stdout + out.stderr
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     """fetch, features and teacher run by `dvc repro teacher`."""
-    d = tmp_path_factory.mktemp("teacher_stage")
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, d / name)
-    for name in ("stages", "kws"):
-        shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
-    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
-    (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], d)
-    run(["dvc", "init", "-q"], d)
-    commit(d, "tiny pipeline")
+    d = scratch_repo(tmp_path_factory.mktemp("teacher_stage"), TINY)
     run(["dvc", "repro", "teacher"], d)
     return d
 
