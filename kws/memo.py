@@ -385,9 +385,11 @@ def memo_markdown(s, res, stream):
               f"at {kb(t['tflite_bytes'])} (the teacher needs {t['tflite_bytes'] / d['tflite_bytes']:.1f}x the flash and "
               f"{t['macs'] / d['macs']:.1f}x the MACs); against the teacher: {paired(s, 'deployed_vs_teacher')}.",
               f"Chosen on validation, not test: the best validation top-1 ({pct(d['val_top1'])}) of the "
-              f"{sum(c['fits_budget'] for c in s['selection']['candidates'].values())} INT8 models within the flash and RAM budgets"
+              f"{sum(c['fits_budget'] and c['tflite_as_evaluated'] for c in s['selection']['candidates'].values())} "
+              "INT8 models within the flash and RAM budgets"
               + (f"; tied on validation top-1 and FAR with {', '.join(s['selection']['tied_with'])}, so picked by "
-                 "chain order: validation cannot tell them apart." if s["selection"]["tied_with"] else "."),
+                 "chain order: validation cannot tell them apart." if s["selection"]["tied_with"] else ".")
+              + lifted_sentence(s),
               "", stream_paragraph(stream, s), "",
               "## All models", "",
               f"| model | step | flash .tflite (est.) | arena TFLM (est.) | MACs | val top-1 | top-1 | {op} | cumulative effort |",
@@ -439,6 +441,17 @@ def read_stream(metrics_dir, out_dir):
         raise FileNotFoundError(f"{path} or {Path(out_dir) / STREAM_PLOT} not found: the stream stage writes them "
                                 "(dvc repro stream)")
     return json.loads(path.read_text())
+
+
+def lifted_sentence(s):
+    """Why a model whose INT8 figures need 16-bit activations was not a candidate ('' if none was)."""
+    lifted = {n: c["int16_tensors"] for n, c in s["selection"]["candidates"].items() if c["int16_tensors"]}
+    if not lifted:
+        return ""
+    names = "; ".join(f"{s['models'][n]['label']} (`{'`, `'.join(t)}`)" for n, t in lifted.items())
+    return (f" Not candidates: {names}. INT8 lost more than `quantize.max_int8_loss` of validation top-1 there, so "
+            "the export stage lifted those activations to 16 bits in the ONNX model its figures come from, but "
+            "the .tflite for firmware is all-int8: it would ship neither those figures nor those bytes.")
 
 
 def stream_paragraph(stream, s):

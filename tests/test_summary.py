@@ -10,8 +10,8 @@ ARENA = 65536
 
 def rows(**over):
     """Every model within budget at 0.90 validation and test top-1, FAR 1%; `over` sets some fields."""
-    base = {n: {"tflite_bytes": 40000, "tflm_arena_bytes": 16000, "val_top1": 0.90, "val_far_macro": 0.01, "top1": 0.90, "far_macro": 0.01}
-            for n in chain.MODELS}
+    base = {n: {"tflite_bytes": 40000, "tflm_arena_bytes": 16000, "val_top1": 0.90, "val_far_macro": 0.01, "top1": 0.90, "far_macro": 0.01,
+                "int16_tensors": []} for n in chain.MODELS}
     for name, fields in over.items():
         base[name].update(fields)
     return base
@@ -53,3 +53,21 @@ def test_models_over_the_ram_budget_are_never_deployed():
     assert best == "student_qat" and not why["candidates"]["student_ptq"]["fits_budget"]
     with pytest.raises(ValueError, match="arena_budget_bytes=65536"):
         summary.selection(rows(**{n: {"tflm_arena_bytes": ARENA + 1} for n in chain.INT8}), BUDGET, ARENA)
+
+
+def test_models_lifted_to_16_bits_are_never_deployed():
+    """Their figures are the mixed ONNX model's, but the .tflite that firmware gets is all-int8."""
+    r = rows(pruned_wide_ptq={"val_top1": 0.99, "int16_tensors": ["features"]}, student_ptq={"val_top1": 0.95})
+    best, why = summary.selection(r, BUDGET, ARENA)
+    assert best == "student_ptq" and not why["candidates"]["pruned_wide_ptq"]["tflite_as_evaluated"]
+    assert why["candidates"]["pruned_wide_ptq"]["fits_budget"]
+    with pytest.raises(ValueError, match=r"pruned_wide_ptq .*16-bit \['features'\].*quantize.max_int8_loss"):
+        summary.selection(rows(**{n: {"int16_tensors": ["features"]} for n in chain.INT8}), BUDGET, ARENA)
+
+
+def test_lifted_tensors_are_read_for_the_ptq_files_only():
+    quantized = {"pruned_wide": {"int16_tensors": ["features"]}, "student_kd": {"int16_tensors": []}}
+    assert summary.int16_tensors(quantized, "pruned_wide_ptq") == ["features"]
+    assert summary.int16_tensors(quantized, "pruned_wide") == ["features"]  # its footprint is that file's
+    assert summary.int16_tensors(quantized, "student_ptq") == []
+    assert summary.int16_tensors(quantized, "student_qat") == []
