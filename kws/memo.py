@@ -337,9 +337,10 @@ def next_steps(s, n_kw):
     if d["tflite_bytes"] > s["budget_bytes"]:
         steps.append(f"The deployed model is {kb(d['tflite_bytes'] - s['budget_bytes'])} over budget: pick a smaller "
                      "`distill.width` or `distill.student`.")
-    if ms["student_qat"]["top1"] <= ms["student_ptq"]["top1"]:
+    if ms["student_qat"]["top1"] < ms["student_ptq"]["top1"] and distinguishable(s["paired_tests"]["qat_vs_ptq"]):
         delta = change(ms["student_qat"]["top1"] - ms["student_ptq"]["top1"], 1)
-        steps.append(f"QAT did not beat PTQ (top-1 {delta}): tune QAT (epochs, learning rate) or drop the stage.")
+        steps.append(f"QAT is worse than PTQ beyond chance (top-1 {delta}): tune QAT (epochs, learning rate) or "
+                     "drop the stage.")
     kd = s["paired_tests"]["kd_vs_nokd"]
     if ms["student_kd"]["top1"] <= ms["student_nokd"]["top1"] or not distinguishable(kd):
         steps.append("Distillation did not beat the no-KD twin beyond chance: revisit `distill.alpha`/`temperature` "
@@ -575,8 +576,13 @@ def quantization_markdown(s, q):
         named = "; ".join(f"{layer} ({pct(worst[layer]['only_quantized_top1'])} when only it is INT8, "
                           f"{pct(worst[layer]['only_float_top1'])} when only it stays float)"
                           for layer in t["most_sensitive"])
+        first = worst[t["most_sensitive"][0]]
+        cost = round((t["fp32"]["top1"] - first["only_quantized_top1"]) * s["dataset"]["val_clips"])
+        ranking = (f"most sensitive layers: {named}" if cost >= 2 else
+                   f"no layer costs more than {max(cost, 0)} validation clip{'s' * (cost != 1)} when it alone is "
+                   f"INT8 ({first['layer']}: {pct(first['only_quantized_top1'])}), so none stands out")
         lines.append(f"- **Sensitivity** of `{s['deployed']}`{note}: validation top-1 {pct(t['fp32']['top1'])} fp32, "
-                     f"{pct(t['int8']['top1'])} all INT8; most sensitive layers: {named}.")
+                     f"{pct(t['int8']['top1'])} all INT8; {ranking}.")
     sweep = q["calibration_sweep"]
     cells = ", ".join(f"{r['method']} x {r['calib_clips']}: {with_interval(r, 'val_top1', pct)}, "
                       f"FAR {far(r['val_far'])}" for r in sweep["rows"])
@@ -600,7 +606,7 @@ def quantization_markdown(s, q):
                  + (" The .tflite carries int8 activations only: for a lifted model the ONNX file is the reference "
                     "and the firmware parity check compares the .tflite with it." if lifted else ""))
     ptq, qat, kd = ms["student_ptq"], ms["student_qat"], ms["student_kd"]
-    better = qat["val_top1"] > ptq["val_top1"]
+    test = s["paired_tests"]["qat_vs_ptq"]
     headroom = round((kd["val_top1"] - ptq["val_top1"]) * s["dataset"]["val_clips"])
     lines.append(f"- **PTQ vs QAT** (distilled student): PTQ leaves {max(headroom, 0)} of {s['dataset']['val_clips']} "
                  f"validation clips to win back from the fp32 student ({pct(kd['val_top1'])}): about what QAT can "
@@ -608,10 +614,11 @@ def quantization_markdown(s, q):
                  f"test top-1 {with_interval(ptq, 'top1', pct)} vs {with_interval(qat, 'top1', pct)}, "
                  f"FAR {with_interval(ptq, 'far_macro', far)} vs {with_interval(qat, 'far_macro', far)}; "
                  f"{paired(s, 'qat_vs_ptq')}. "
-                 + ("QAT earns its place on validation here." if better else
-                    "QAT does not beat PTQ: for this TC-ResNet family PTQ (with equalization and the 16-bit budget) "
-                    "suffices. QAT is needed when PTQ stays over the budget after equalization and lifts, or when "
-                    "the target cannot run 16-bit activations."))
+                 + (("QAT earns its place here." if qat["top1"] > ptq["top1"] else
+                     "QAT is worse than PTQ beyond chance: tune it or drop the stage.") if distinguishable(test) else
+                    "PTQ and QAT cannot be told apart here, so PTQ (with equalization and the 16-bit budget) "
+                    "suffices for this student. QAT is needed when PTQ stays over the budget after equalization and "
+                    "lifts, or when the target cannot run 16-bit activations."))
     if name is not None:
         lines += ["", f"![per-layer quantization sensitivity]({QUANT_PLOT})"]
     return "\n".join(lines + [""])

@@ -185,7 +185,14 @@ def test_deltas_are_worded_by_sign(memo_dir):
     assert "**QAT vs PTQ** (same INT8 size): top-1 lost 0.2 pp, FAR rose 0.08 pp" in text
     assert "without KD: top-1 gained 1.8 pp, FAR fell 0.43 pp" in text
     assert "top-1 lost 2.6 pp, FAR rose 0.46 pp (teacher → narrow)" in text
-    assert "QAT did not beat PTQ (top-1 lost 0.2 pp)" in text
+    assert "QAT is worse than PTQ" not in text  # 2 vs 3 clips: no next step drawn from chance
+
+
+def test_qat_is_called_worse_only_beyond_chance(tmp_path):
+    write_metrics(tmp_path / "metrics", paired_tests={**PAIRED_TESTS,
+                                                      "qat_vs_ptq": paired_test("student_qat", "student_ptq", 1, 15)})
+    memo.write_memo(tmp_path / "metrics", tmp_path / "memo")
+    assert "QAT is worse than PTQ beyond chance (top-1 lost 0.2 pp)" in (tmp_path / "memo" / "MEMO.md").read_text()
 
 
 def test_paired_tests_say_when_models_are_not_distinguishable(memo_dir, tmp_path):

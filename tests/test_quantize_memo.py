@@ -54,7 +54,7 @@ def test_quantization_paragraph_names_layers_calibration_and_qat(memo_with):
     assert "minmax x 64: 96.0% (94.0-97.5)" in section and "all overlap" in section
     assert "no model needed 16-bit activations" in section
     assert "PTQ leaves 1 of 540 validation clips to win back" in section  # fp32 96.8%, PTQ 96.6% of 540
-    assert "QAT does not beat PTQ" in section  # the fixture's QAT is 0.3 pp lower on validation
+    assert "PTQ and QAT cannot be told apart here" in section  # 2 vs 3 test clips only one got right
     plot = memo.Path(files[0]).parent / memo.QUANT_PLOT
     assert plot in files and png_size(plot)[0] > 600
 
@@ -70,3 +70,12 @@ def test_without_a_quantization_report_the_memo_has_no_section(tmp_path):
     write_metrics(tmp_path / "metrics")
     memo.write_memo(tmp_path / "metrics", tmp_path / "memo")
     assert "## Quantization" not in (tmp_path / "memo" / "MEMO.md").read_text()
+
+
+def test_no_layer_is_called_sensitive_within_a_clip(memo_with):
+    q = quantize_json()
+    for row in q["sensitivity"]["student_kd"]["layers"]:
+        row["only_quantized_top1"] = max(row["only_quantized_top1"], 0.967)  # 1 of 540 clips below fp32 at most
+    text, _ = memo_with(q)
+    assert "no layer costs more than 1 validation clip when it alone is INT8 (Conv blocks.0.bn1: 96.7%)" in text
+    assert "most sensitive layers" not in text
