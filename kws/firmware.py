@@ -166,12 +166,6 @@ def measure(tflite_path, probe):
             "arena_bytes": smallest_arena(model_bytes, probe), "ops": ops(model_bytes)}
 
 
-def top1_agreement(logits, references):
-    """Share of clips on which `logits`' top-1 matches each reference's: name -> logits [N, C]."""
-    top1 = np.asarray(logits).argmax(1)
-    return {name: float(np.mean(top1 == np.asarray(ref).argmax(1))) for name, ref in references.items()}
-
-
 def model_key(model_path):
     """The name firmware figures are filed under for an INT8 model file (.onnx or .tflite): its stem
     before '.int8' (a PTQ copy goes by its fp32 model's name, as in models/onnx)."""

@@ -155,3 +155,9 @@ def evaluate(val_logits, val_labels, test_logits, test_labels, max_frr=0.01):
             "far_at_frr_test_thresholds": far_at_frr(st, test_labels, st, test_labels, max_frr),
             "validation": {"top1": val_acc["top1"], "top1_ci": val_acc["top1_ci"],
                            "far_at_frr": far_at_frr(sv, val_labels, sv, val_labels, max_frr)}}, pred
+
+
+def top1_agreement(logits, references):
+    """Share of clips on which `logits`' top-1 matches each reference's: name -> logits [N, C]."""
+    top1 = np.asarray(logits).argmax(1)
+    return {name: float(np.mean(top1 == np.asarray(ref).argmax(1))) for name, ref in references.items()}

@@ -36,7 +36,7 @@ from torchao.quantization.pt2e.quantizer import (FixedQParamsQuantizationSpec, Q
                                                  SharedQuantizationSpec)
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
-from kws import atomic, export, models
+from kws import atomic, export, metrics, models
 
 # torchao 0.18 ships the XNNPACK quantizer only under torchao.testing (its maintained copy lives
 # in executorch, too heavy a dependency). Its scheme is exactly the TFLite int8 one above; the
@@ -303,8 +303,7 @@ def float_nodes(onnx_path):
 def parity(int8_onnx_path, reference, features, batch_size=256):
     """Share of clips whose top-1 class agrees between onnxruntime (INT8 file) and `reference`
     (a torch model, e.g. convert's output, or a callable features -> logits as numpy)."""
-    got = export.ort_logits(int8_onnx_path, features, batch_size).argmax(1)
     want = (models.logits(reference, torch.as_tensor(np.asarray(features, dtype=np.float32)), batch_size).numpy()
-            if isinstance(reference, torch.nn.Module) else np.asarray(reference(features))).argmax(1)
-    return float((got == want).mean())
+            if isinstance(reference, torch.nn.Module) else reference(features))
+    return metrics.top1_agreement(export.ort_logits(int8_onnx_path, features, batch_size), {"ref": want})["ref"]
 

@@ -11,10 +11,9 @@ import onnx
 from kws import export, metrics, quant
 
 # ReLU/Clip are folded into the output range of the op before them (a removable activation), so
-# each is measured as part of its producer, not as a layer of its own.
-FOLDED = {"Relu", "Clip"}
-NOT_LAYERS = FOLDED | {"QuantizeLinear", "DequantizeLinear", "Constant", "Shape", "Reshape", "Flatten", "Squeeze",
-                       "Unsqueeze", "Identity", "Transpose"}
+# each is measured as part of its producer, not as a layer of its own; layout ops compute nothing.
+NOT_LAYERS = quant.FUSED_ACTIVATIONS | quant.LAYOUT_OPS | {"QuantizeLinear", "DequantizeLinear", "Constant", "Shape",
+                                                          "Identity"}
 
 
 def score(logits, labels, max_frr):

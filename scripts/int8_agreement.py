@@ -42,7 +42,7 @@ def main():
     for name, z in logits.items():
         m = metrics.evaluate(z, val_y.numpy(), z, val_y.numpy())[0]["validation"]
         report[name] = {"val_top1": m["top1"], "val_top1_ci": m["top1_ci"], "val_far_macro": m["far_at_frr"]["far_macro"],
-                        "top1_agreement": firmware.top1_agreement(z, {k: v for k, v in logits.items() if k != name})}
+                        "top1_agreement": metrics.top1_agreement(z, {k: v for k, v in logits.items() if k != name})}
     io.write_json(out, report)
     print(json.dumps(report, indent=1, default=float))
 

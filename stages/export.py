@@ -5,7 +5,6 @@ the distilled student (kws.sensitivity) -> metrics/export.json, metrics/quantize
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from kws import chain, checkpoint, export, io, metrics, mixed, sensitivity
@@ -53,7 +52,7 @@ def main():
                                       equalize=q["equalize"], max_int8_loss=q["max_int8_loss"], method=q["method"],
                                       per_channel=q["per_channel"])
         mixed.check_precision(int8, report["int16_tensors"])  # the file carries the precision chosen
-        agree = float(np.mean(export.ort_logits(int8, test_x).argmax(1) == export.ort_logits(fp32, test_x).argmax(1)))
+        agree = metrics.top1_agreement(export.ort_logits(int8, test_x), {"fp32": export.ort_logits(fp32, test_x)})["fp32"]
         headline[name] = {"ptq_top1_agreement_with_fp32": agree, "val_top1_fp32": report["fp32"]["top1"],
                           "val_top1_int8": report["int8"]["top1"], "val_top1_shipped": report["final"]["top1"],
                           "int16_tensors": len(report["int16_tensors"]),

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from kws import chain, checkpoint, equalize, export, firmware, io, models, quant
+from kws import chain, checkpoint, equalize, export, firmware, io, metrics, models, quant
 
 QAT_REFERENCE = ("student_qat", "models/qat/student_qat.pt2")  # written by the qat stage
 
@@ -35,7 +35,7 @@ def main():
         onnx_path = chain.int8_file(name)
         tflite = firmware.to_tflite(reference, calib_x[:8], chain.tflite_file(name))
         got = firmware.run(tflite.read_bytes(), test_x.numpy())
-        parity = firmware.top1_agreement(got, {"onnx": export.ort_logits(onnx_path, test_x),
+        parity = metrics.top1_agreement(got, {"onnx": export.ort_logits(onnx_path, test_x),
                                                "torch": models.logits(reference, test_x).numpy()})
         figures = firmware.measure(tflite, test_x[:p["probe_clips"]].numpy())
         report[firmware.model_key(tflite)] = {**figures, "parity": parity}

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kws import export, firmware, models, quant
+from kws import export, firmware, metrics, models, quant
 from test_quant import N_CLASSES, toy_batch, train
 
 def with_trained_statistics(model, seed=0):
@@ -65,7 +65,7 @@ def assert_all_integer(int8_onnx, reference, x, tmp_path):
     steps = {(a, b): float(np.abs(logits[a] - logits[b]).max() / out_scale)
              for a, b in (("tflm", "torch"), ("tflm", "onnx"), ("onnx", "torch"))}
     assert max(steps.values()) <= 8, steps
-    agree = firmware.top1_agreement(logits["tflm"], {"torch": logits["torch"], "onnx": logits["onnx"]})
+    agree = metrics.top1_agreement(logits["tflm"], {"torch": logits["torch"], "onnx": logits["onnx"]})
     assert min(agree.values()) >= 0.95, agree  # measured 126-128 of 128
 
 

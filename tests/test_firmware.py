@@ -4,7 +4,7 @@ import pytest
 import torch
 from ai_edge_litert.tools.flatbuffer_utils import schema_fb
 
-from kws import firmware, models, quant
+from kws import firmware, metrics, models, quant
 
 
 def test_tflite_is_int8_in_and_out(tiny):
@@ -35,7 +35,7 @@ def test_tflm_matches_torch_quantized_reference(tiny):
     want = models.logits(tiny["reference"], torch.as_tensor(tiny["test"])).numpy()
     scale = firmware.io_quantization(tiny["bytes"])[1][0]
     assert np.abs(got - want).max() <= scale * 1.01  # within one output LSB
-    assert firmware.top1_agreement(got, {"torch": want})["torch"] >= 0.995
+    assert metrics.top1_agreement(got, {"torch": want})["torch"] >= 0.995
 
 
 def test_saved_reference_loads_the_same(tiny, tmp_path):
