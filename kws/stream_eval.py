@@ -80,15 +80,51 @@ def _cycle(n, rng):
         yield from rng.permutation(n)
 
 
+def _latest_within(starts: np.ndarray, times: np.ndarray) -> tuple:
+    """(index of the latest clip starting before each time, whether the time falls within that
+    clip's true window: its 1 s plus TRUE_AFTER_S)."""
+    j = np.searchsorted(starts, times, side="right") - 1
+    inside = (j >= 0) & (times - starts[np.maximum(j, 0)] <= 1.0 + TRUE_AFTER_S) if len(starts) else j >= 0
+    return j, inside
+
+
 def keyword_outcome(fire_times: np.ndarray, starts: np.ndarray) -> tuple:
-    """(hits, false accepts) of one keyword: its detection times against the start times of its
-    own clips in the stream."""
-    j = np.searchsorted(starts, fire_times, side="right") - 1  # the latest clip starting before each detection
-    inside = (j >= 0) & (fire_times - starts[np.maximum(j, 0)] <= 1.0 + TRUE_AFTER_S) if len(starts) else j >= 0
-    hit_clips = np.unique(j[inside])
+    """(hits, false accept times) of one keyword: its detection times against the start times of
+    its own clips in the stream; false detections less than MERGE_S apart count once (the first)."""
+    j, inside = _latest_within(starts, fire_times)
     false = fire_times[~inside]
-    merged = int(np.sum(np.diff(false, prepend=-np.inf) >= MERGE_S))
-    return len(hit_clips), merged
+    return len(np.unique(j[inside])), false[np.diff(false, prepend=-np.inf) >= MERGE_S]
+
+
+def event_sources(events: list, used: dict) -> list:
+    """Which clip each event of a stream is, as 'keyword:i' / 'unknown:i' (build's `used` lists
+    the clips in the order they were laid)."""
+    order = {kind: iter(ids) for kind, ids in used.items()}
+    return [f"{kind}:{next(order[kind])}" for kind in ("unknown" if c == CLASSES.index(UNKNOWN) else "keyword"
+                                                         for _, c in events)]
+
+
+def false_accept_sources(times, smoothed, events, sources, refractory: int, chosen: dict) -> list:
+    """The clip behind each false accept of a stream at per-keyword thresholds `chosen`: the word
+    (any class) whose window it falls in, or 'noise' between words. Clips recur in a stream, so
+    false accepts cluster on the few confusable ones; this says how much."""
+    classes, starts_all = np.array([c for _, c in events], dtype=int), np.array([t for t, _ in events])
+    out = []
+    for k in KEYWORDS:
+        fire = times[stream.triggers(smoothed[:, CLASSES.index(k)], chosen[k], refractory)]
+        _, false = keyword_outcome(fire, starts_all[classes == CLASSES.index(k)])
+        j, inside = _latest_within(starts_all, false)
+        out += [sources[i] if ok else "noise" for i, ok in zip(j, inside)]
+    return out
+
+
+def source_summary(sources: list) -> dict:
+    """How concentrated false accepts are: distinct word clips behind them, the most from one, and
+    how many fell on background noise alone."""
+    words = [s for s in sources if s != "noise"]
+    counts = np.unique(words, return_counts=True)[1] if words else np.array([0])
+    return {"false_accepts": len(sources), "from_noise": len(sources) - len(words),
+            "distinct_clips": len(set(words)), "most_from_one_clip": int(counts.max())}
 
 
 def sweep(times, smoothed, events, refractory: int, thresholds=THRESHOLDS) -> dict:
@@ -101,7 +137,7 @@ def sweep(times, smoothed, events, refractory: int, thresholds=THRESHOLDS) -> di
         starts = starts_all[classes == kc]
         hits, fas = zip(*(keyword_outcome(times[stream.triggers(smoothed[:, kc], thr, refractory)], starts)
                           for thr in thresholds))
-        out[k] = {"hits": np.array(hits), "false_accepts": np.array(fas), "events": len(starts)}
+        out[k] = {"hits": np.array(hits), "false_accepts": np.array([len(f) for f in fas]), "events": len(starts)}
     return out
 
 

@@ -16,16 +16,19 @@ PLOT = Path("memo/stream_det.png")
 
 
 def score_split(split, wave, manifest, scorers, cfg, p, rng):
-    """(counts {model: summed sweep}, counts per SNR {snr: {model: sweep}}, make-up) of one split's streams."""
+    """(counts {model: summed sweep}, counts per SNR {snr: {model: sweep}}, make-up, scored streams
+    [(times, {model: smoothed posteriors}, events, event sources)]) of one split's streams."""
     pool = stream_eval.pools(wave, manifest, split)
     seconds = 60.0 * p["minutes"][split] / len(p["snr_db"])
     refractory = stream.refractory_windows(p["refractory_s"], p["hop_ms"])
     total, per_snr, used, n_events = {}, {}, {"keyword": set(), "unknown": set()}, {"keyword": 0, "unknown": 0}
+    scored = []
     for snr in p["snr_db"]:
         w, events, u = stream_eval.build(pool, seconds, snr, rng, tuple(p["gap_s"]), p["keyword_share"])
         times, probs = stream.posteriors(scorers, w, cfg, p["hop_ms"])
-        per_snr[snr] = {n: stream_eval.sweep(times, stream.smooth(pr, p["smooth_windows"]), events, refractory)
-                        for n, pr in probs.items()}
+        smoothed = {n: stream.smooth(pr, p["smooth_windows"]) for n, pr in probs.items()}
+        per_snr[snr] = {n: stream_eval.sweep(times, sm, events, refractory) for n, sm in smoothed.items()}
+        scored.append((times, smoothed, events, stream_eval.event_sources(events, u)))
         total = {n: stream_eval.add(total[n], s) if n in total else s for n, s in per_snr[snr].items()}
         for kind in used:
             used[kind] |= set(u[kind])
@@ -39,7 +42,7 @@ def score_split(split, wave, manifest, scorers, cfg, p, rng):
               "layout": f"noise gaps of {p['gap_s'][0]:g}-{p['gap_s'][1]:g} s, then a keyword ({p['keyword_share']:.0%}) "
                         f"or an unknown word, each word scaled to {stream_eval.SPEECH_RMS} RMS; background: the "
                         f"{split} split's silence clips (its own time range of the noise recordings)"}
-    return total, per_snr, makeup
+    return total, per_snr, makeup, scored
 
 
 def check(p):
@@ -60,8 +63,8 @@ def main():
     paths = {"teacher": chain.MODELS["teacher"][0], deployed: chain.MODELS[deployed][0]}
     scorers = {n: evaluation.logits_fn(path, cfg) for n, path in paths.items()}
     # one generator per split: the test streams stay the same audio whatever the validation settings
-    val, _, val_makeup = score_split("val", wave, manifest, scorers, cfg, p, np.random.default_rng([p["seed"], 0]))
-    test, test_snr, test_makeup = score_split("test", wave, manifest, scorers, cfg, p,
+    val, _, val_makeup, _ = score_split("val", wave, manifest, scorers, cfg, p, np.random.default_rng([p["seed"], 0]))
+    test, test_snr, test_makeup, test_streams = score_split("test", wave, manifest, scorers, cfg, p,
                                               np.random.default_rng([p["seed"], 1]))
     hours_val, hours_test = val_makeup["hours"], test_makeup["hours"]
     per_snr_hours = hours_test / len(p["snr_db"])
@@ -70,8 +73,12 @@ def main():
     PLOT.parent.mkdir(parents=True, exist_ok=True)  # the stream stage runs before the memo stage makes memo/
     for n, path in paths.items():
         thr = stream_eval.choose_thresholds(val[n], hours_val, p["target_fa_per_hour"])
+        refractory = stream.refractory_windows(p["refractory_s"], p["hop_ms"])
+        sources = [src for times, smoothed, events, ids in test_streams
+                   for src in stream_eval.false_accept_sources(times, smoothed[n], events, ids, refractory, thr)]
         models[n] = {"path": path, "label": chain.MODELS[n][1], "thresholds": thr,
-                     "test": stream_eval.at(test[n], hours_test, thr),
+                     "test": {**stream_eval.at(test[n], hours_test, thr),
+                              "false_accept_sources": stream_eval.source_summary(sources)},
                      "val": {k: v for k, v in stream_eval.at(val[n], hours_val, thr).items() if k != "per_keyword"},
                      "test_per_snr": {str(snr): {k: v for k, v in stream_eval.at(s[n], per_snr_hours, thr).items()
                                                  if k != "per_keyword"} for snr, s in test_snr.items()}}

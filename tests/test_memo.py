@@ -119,7 +119,10 @@ def write_stream(root, deployed):
         return {"fa_per_hour": fa, "fa_per_hour_lo": fa / 2, "fa_per_hour_hi": 2 * fa, "miss_rate": miss,
                 "miss_rate_lo": miss / 2, "miss_rate_hi": 2 * miss, "false_accepts": false_accepts}
     models = {name: {"path": f"models/{name}", "label": name, "thresholds": dict.fromkeys(KEYWORDS, 0.9),
-                     "test": row(fa, miss, int(fa)), "val": row(0.0, miss - 0.01, 0),
+                     "test": {**row(fa, miss, int(fa)),
+                              "false_accept_sources": {"false_accepts": int(fa), "from_noise": 1,
+                                                       "distinct_clips": 2, "most_from_one_clip": int(fa) - 2}},
+                     "val": row(0.0, miss - 0.01, 0),
                      "test_per_snr": {"20": row(fa + 1, miss / 2, 0), "5": row(fa - 1, 2 * miss, 0)}}
               for name, fa, miss in [("teacher", 3.0, 0.052), (deployed, 5.0, 0.081)]}
     stream = {"deployed": deployed, "detector": {"hop_ms": 100.0, "smooth_windows": 3, "refractory_s": 1.0},
@@ -238,6 +241,8 @@ def test_memo_quotes_false_accepts_per_hour_beside_the_per_clip_figures(memo_dir
     assert "deployed 5.0/h (2.5/h-10.0/h), 8.1% (4.0-16.2) missed; teacher 3.0/h (1.5/h-6.0/h), 5.2% (2.6-10.4) missed" in text
     assert "600 keywords and 610 unknown words from the test split's 140 keyword and 14 unknown-word clips" in text
     assert "a 1-s window every 100 ms, posteriors averaged over 3, 1 s refractory" in text
+    assert ("The deployed model's 5 test false accepts fell on 2 distinct word clips (up to 3 on one) and 1 on "
+            "background noise alone") in text and "the Poisson interval is optimistic" in text
     assert f"]({memo.STREAM_PLOT})" in text
 
 

@@ -127,6 +127,7 @@ def test_dvc_repro_runs_the_dag_and_caches(repo):
     for row in stream["models"].values():
         assert row["test"]["fa_per_hour"] >= 0 and 0 <= row["test"]["miss_rate"] <= 1
         assert set(row["thresholds"]) == set(stream["models"]["teacher"]["test"]["per_keyword"])
+        assert row["test"]["false_accept_sources"]["false_accepts"] == row["test"]["false_accepts"]  # each traced
     assert (repo / "memo/stream_det.png").stat().st_size > 10_000
     again = run(["dvc", "repro"], repo)  # only the data fingerprint is taken again
     assert stages_run(again) == {"source"} and "Stage 'fetch' didn't change" in again, again
