@@ -25,11 +25,19 @@ def references(cfg, calib_x, q):
     yield name, quant.load_reference(path)
 
 
+def gated(parity, int16_tensors):
+    """The agreements the min_parity gate holds a .tflite to: with its ONNX INT8 model and its torch
+    reference, but not with an ONNX model the export stage lifted to 16-bit activations, which is a
+    different model by design (the summary never deploys it)."""
+    return {k: v for k, v in parity.items() if not (k == "onnx" and int16_tensors)}
+
+
 def main():
     p, cfg = io.params("firmware"), io.feature_config()
     t0 = time.time()
     calib_x, _ = io.load_split("calib")
     test_x, _ = io.load_split("test")
+    lifted = {n: r["int16_tensors"] for n, r in io.read_json("metrics/quantize.json")["models"].items()}
     report = {}
     for name, reference in references(cfg, calib_x, io.params("quantize")):
         onnx_path = chain.int8_file(name)
@@ -38,11 +46,14 @@ def main():
         parity = metrics.top1_agreement(got, {"onnx": export.ort_logits(onnx_path, test_x),
                                                "torch": models.logits(reference, test_x).numpy()})
         figures = firmware.measure(tflite, test_x[:p["probe_clips"]].numpy())
-        report[firmware.model_key(tflite)] = {**figures, "parity": parity}
+        int16 = lifted.get(firmware.model_key(tflite), [])
+        report[firmware.model_key(tflite)] = {**figures, "parity": parity, "onnx_int16_tensors": int16}
         print(f"[firmware] {tflite}: flash {figures['flash_bytes']} B, arena {figures['arena_bytes']} B, "
-              f"top-1 agrees with ONNX {parity['onnx']:.2%}, torch {parity['torch']:.2%}", flush=True)
-        worst = min(parity, key=parity.get)
-        if parity[worst] < p["min_parity"]:
+              f"top-1 agrees with ONNX {parity['onnx']:.2%}{' (16-bit lifts in the ONNX: not gated)' * bool(int16)}, "
+              f"torch {parity['torch']:.2%}", flush=True)
+        checked = gated(parity, int16)
+        worst = min(checked, key=checked.get)
+        if checked[worst] < p["min_parity"]:
             raise SystemExit(f"[firmware] {name}: {tflite} (TFLM) agrees with the {worst} INT8 model on "
                              f"{parity[worst]:.2%} of test clips, below firmware.min_parity={p['min_parity']:.2%}")
     io.write_json("metrics/firmware.json", {"measured_on": firmware.MEASURED_ON, "models": report,

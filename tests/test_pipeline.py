@@ -1,6 +1,7 @@
 """End to end: the real dvc.yaml on a tiny synthetic corpus, in a scratch git+DVC repo."""
 import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,9 @@ TINY = {
     "firmware": {"min_parity": 0.8},
     "stream": {"minutes": {"val": 1.5, "test": 3}},
 }
+
+
+firmware_gate = runpy.run_path(str(ROOT / "stages" / "firmware.py"))["gated"]
 
 
 def merge(base, over):
@@ -107,7 +111,8 @@ def test_dvc_repro_runs_the_dag_and_caches(repo):
                                        "student_qat"}
     for name, row in firmware["models"].items():
         assert row["flash_bytes"] == (repo / f"models/tflite/{name}.int8.tflite").stat().st_size, name
-        assert row["arena_bytes"] > 0 and min(row["parity"].values()) >= TINY["firmware"]["min_parity"], name
+        checked = firmware_gate(row["parity"], row["onnx_int16_tensors"])
+        assert row["arena_bytes"] > 0 and min(checked.values()) >= TINY["firmware"]["min_parity"], name
     handoff = json.loads((repo / "models/firmware/manifest.json").read_text())
     assert handoff["model"] == summary["deployed"] and handoff["classes"] == CLASSES
     golden = np.load(repo / "models/firmware/golden.npz")  # real test clips: a port from the manifest matches
