@@ -49,10 +49,12 @@ def toy():
 
 def assert_all_integer(int8_onnx, reference, x, tmp_path):
     """No float op in the ONNX QDQ graph nor in the .tflite, and TFLM, ONNX and torch compute the same
-    integer model: logits within a few output steps of each other (measured at most 4: rounding, SiLU's
-    table and the average pools differ by an LSB here and there; a float op left in, a wrong fold or a
-    wrong scale is off by tens). Top-1 agreement is not the test: a toy model's near-ties flip on a
-    1-LSB difference, and how many there are depends on the machine that trained it."""
+    integer model: logits within a few output steps of each other, and within one on average
+    (measured: at most 4, 0.2-0.5 on average; rounding, SiLU's table and the average pools differ by
+    an LSB here and there). The bound is loose: the fp32 model itself is within 6 steps of the PTQ
+    .tflite (1.0 on average), so the op checks, not this bound, are what catch an unfolded norm.
+    Top-1 agreement is not the test: a toy model's near-ties flip on a 1-LSB difference, and how
+    many there are depends on the machine that trained it."""
     assert quant.float_nodes(int8_onnx) == []
     tflite = firmware.to_tflite(reference, x[:8], tmp_path / "m.int8.tflite").read_bytes()
     ops = firmware.ops(tflite)
@@ -62,9 +64,10 @@ def assert_all_integer(int8_onnx, reference, x, tmp_path):
     out_scale = firmware.io_quantization(tflite)[1][0]
     logits = {"tflm": firmware.run(tflite, x.numpy()), "torch": models.logits(reference, x).numpy(),
               "onnx": export.ort_logits(int8_onnx, x)}
-    steps = {(a, b): float(np.abs(logits[a] - logits[b]).max() / out_scale)
+    steps = {(a, b): np.abs(logits[a] - logits[b]) / out_scale
              for a, b in (("tflm", "torch"), ("tflm", "onnx"), ("onnx", "torch"))}
-    assert max(steps.values()) <= 8, steps
+    assert max(float(d.max()) for d in steps.values()) <= 8, {k: float(d.max()) for k, d in steps.items()}
+    assert max(float(d.mean()) for d in steps.values()) <= 1, {k: float(d.mean()) for k, d in steps.items()}
     agree = metrics.top1_agreement(logits["tflm"], {"torch": logits["torch"], "onnx": logits["onnx"]})
     assert min(agree.values()) >= 0.95, agree  # measured 126-128 of 128
 
