@@ -610,7 +610,8 @@ def quantization_markdown(s, q):
     lines.append(f"- **Mixed precision:** budget {pct(cfg['max_int8_loss'])} of validation top-1 against fp32. "
                  f"INT8 validation top-1 change: {losses}. Decision: {decision}."
                  + (" The .tflite carries int8 activations only: for a lifted model the ONNX file is the reference "
-                    "and the firmware parity check compares the .tflite with it." if lifted else ""))
+                    "its figures come from, the firmware parity gate holds the .tflite to its torch int8 reference "
+                    "alone, and the summary does not deploy it." if lifted else ""))
     ptq, qat, kd = ms["student_ptq"], ms["student_qat"], ms["student_kd"]
     test = s["paired_tests"]["qat_vs_ptq"]
     headroom = round((kd["val_top1"] - ptq["val_top1"]) * s["dataset"]["val_clips"])

@@ -71,9 +71,9 @@ def main():
     models, curves, points = {}, {}, {}
     DET_DIR.mkdir(parents=True, exist_ok=True)
     PLOT.parent.mkdir(parents=True, exist_ok=True)  # the stream stage runs before the memo stage makes memo/
+    refractory = stream.refractory_windows(p["refractory_s"], p["hop_ms"])
     for n, path in paths.items():
         thr = stream_eval.choose_thresholds(val[n], hours_val, p["target_fa_per_hour"])
-        refractory = stream.refractory_windows(p["refractory_s"], p["hop_ms"])
         sources = [src for times, smoothed, events, ids in test_streams
                    for src in stream_eval.false_accept_sources(times, smoothed[n], events, ids, refractory, thr)]
         models[n] = {"path": path, "label": chain.MODELS[n][1], "thresholds": thr,
