@@ -42,6 +42,27 @@ def synthetic_corpus(s, seed, cache):
     return root
 
 
+def extra_train_records(p, records):
+    """Every clip of the folder data.extra_train_root, in the train split, but those of speakers
+    whom the main source's `records` put in validation or test, so those speakers stay unheard
+    ([] when unset). Returns (records, report)."""
+    root = p["extra_train_root"]
+    if not root:
+        return [], None
+    if p["source"] == "synthetic":
+        raise ValueError("data.extra_train_root adds recorded speech to a real source (data.source folder or "
+                         "speech_commands); with data.source=synthetic there is no real split to add it to")
+    if p["root"] and Path(root).resolve() == Path(p["root"]).resolve():
+        raise ValueError(f"data.extra_train_root {root} is data.root itself: its validation and test clips "
+                         "would be trained on; name a second folder, or leave it empty")
+    extra, scanned = sources.scan(root, origin=sources.REAL, param="data.extra_train_root")
+    held_out = {r["speaker"] for r in records if r["split"] != "train"}
+    kept = [dict(r, split="train") for r in extra if r["speaker"] not in held_out]
+    report = {"root": str(root), "layout": scanned["layout"], "clips_found": len(extra),
+              "dropped_held_out_speakers": len(extra) - len(kept), "clips_added": len(kept)}
+    return kept, report
+
+
 def synthetic_train_records(p):
     """Records of every clip of a synthetic corpus of data.mix_synthetic_speakers speakers, all in
     the train split (validation and test stay real speakers only); [] when it is 0."""

@@ -23,8 +23,9 @@ def inputs(p) -> dict:
         folders["root"] = p["root"]
     elif p["source"] == "speech_commands":
         archive = {"url": download.GSC_URL, "sha256": download.GSC_SHA256, "bytes": download.GSC_SIZE}
-    if p["noise_root"]:
-        folders["noise_root"] = p["noise_root"]
+    for name in ("noise_root", "extra_train_root"):
+        if p[name]:
+            folders[name] = p[name]
     return {"folders": folders, "archive": archive}
 
 

@@ -157,7 +157,16 @@ def evaluate(val_logits, val_labels, test_logits, test_labels, max_frr=0.01):
                            "far_at_frr": far_at_frr(sv, val_labels, sv, val_labels, max_frr)}}, pred
 
 
-def top1_agreement(logits, references):
-    """Share of clips on which `logits`' top-1 matches each reference's: name -> logits [N, C]."""
+def top1_agreement(logits, references, tie_margin=None):
+    """Share of clips on which `logits`' top-1 matches each reference's: name -> logits [N, C].
+
+    With `tie_margin`, only the clips whose reference top-1 leads its runner-up by more than that
+    count: a near-tie can flip on one rounding step with nothing wrong (1.0 when no clip is clear)."""
     top1 = np.asarray(logits).argmax(1)
-    return {name: float(np.mean(top1 == np.asarray(ref).argmax(1))) for name, ref in references.items()}
+    shares = {}
+    for name, ref in references.items():
+        ref = np.asarray(ref)
+        runner_up, best = np.sort(ref, axis=1)[:, -2:].T
+        clear = np.ones(len(ref), bool) if tie_margin is None else best - runner_up > tie_margin
+        shares[name] = float(np.mean(top1[clear] == ref[clear].argmax(1))) if clear.any() else 1.0
+    return shares

@@ -128,6 +128,7 @@ SCHEMA = {
         "source": Choice(["synthetic", "folder", "speech_commands"], "where the clips come from"),
         "root": Text("folder: a Speech Commands folder; speech_commands: an already downloaded copy"),
         "noise_root": Text("a folder with _background_noise_/ (empty: the corpus's own)"),
+        "extra_train_root": Text("real source: a second Speech Commands folder whose clips all go to train"),
         "cache": Text("downloads and the synthetic corpus", empty=False),
         "val_percent": Number(PERCENT, "speaker-hash share of validation speakers"),
         "test_percent": Number("(0, 100]", "speaker-hash share of test speakers"),

@@ -51,15 +51,15 @@ def n_folds(test_percent):
     return math.ceil(100.0 / test_percent)
 
 
-def detect_layout(root):
+def detect_layout(root, param="data.root"):
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"data.root {root} is not a folder; expected a Speech Commands folder")
+        raise FileNotFoundError(f"{param} {root} is not a folder; expected a Speech Commands folder")
     if (root / UNKNOWN).is_dir() or (root / SILENCE).is_dir():
         return "test_set"
     if any((root / k).is_dir() for k in KEYWORDS):
         return "full"
-    raise ValueError(f"data.root {root} has no keyword folders ({', '.join(KEYWORDS)}); "
+    raise ValueError(f"{param} {root} has no keyword folders ({', '.join(KEYWORDS)}); "
                      "expected the Speech Commands full or test-set layout")
 
 
@@ -67,12 +67,13 @@ def read_list(path):
     return {line.strip() for line in path.read_text().splitlines() if line.strip()} if path.exists() else set()
 
 
-def scan(root, val_percent=10.0, test_percent=10.0, origin=REAL, fold=0):
+def scan(root, val_percent=10.0, test_percent=10.0, origin=REAL, fold=0, param="data.root"):
     """Records {path, word, speaker, split, source=origin} for every clip, plus a report of what was odd.
 
-    Split by the official lists when the folder has them, else by speaker hash (fold: `which_set`)."""
+    Split by the official lists when the folder has them, else by speaker hash (fold: `which_set`).
+    `param` names the folder's parameter in errors."""
     root = Path(root)
-    layout = detect_layout(root)
+    layout = detect_layout(root, param)
     val_list, test_list = read_list(root / "validation_list.txt"), read_list(root / "testing_list.txt")
     use_lists = layout == "full" and bool(val_list or test_list)
     if not (isinstance(fold, int) and 0 <= fold < n_folds(test_percent)):
@@ -124,9 +125,11 @@ def assign_labels(records, silence_percent, unknown_percent, seed):
     (given ones, else placeholders cut from noise later) make silence_percent.
 
     Returns (labelled records, number of silence placeholders needed per split)."""
-    rng = random.Random(seed)
     out, need_silence = [], {}
     for split in SPLITS:
+        # One generator per split: clips added to train (data.extra_train_root) must not change
+        # which validation and test clips are drawn.
+        rng = random.Random(f"{seed}:{split}")
         in_split = [r for r in records if r["split"] == split]
         known = [dict(r, label=r["word"]) for r in in_split if r["word"] in KEYWORDS]
         unknown = [dict(r, label=UNKNOWN) for r in in_split if r["word"] not in KEYWORDS and r["word"] != SILENCE]

@@ -95,11 +95,13 @@ def table(show, param_name):
             skipped.append((name, why))
             continue
         data = rev["data"]
-        for model, m in data["metrics"][SUMMARY]["data"]["models"].items():
+        summary = data["metrics"][SUMMARY]["data"]
+        for model, m in summary["models"].items():
             rows.append({"run": name, "rev": data["rev"][:7], "timestamp": data["timestamp"],
-                         param_name: param(data, param_name), "model": model, "int8_bytes": m["int8_bytes"],
+                         param_name: param(data, param_name), "model": model,
+                         "deployed": model == summary.get("deployed"), "int8_bytes": m["int8_bytes"],
                          "top1": m["top1"], "far_macro": m["far_macro"], "clip_epochs": m["effort"]["clip_epochs"],
-                         "test_clips": data["metrics"][SUMMARY]["data"].get("dataset", {}).get("test_clips"),
+                         "test_clips": summary.get("dataset", {}).get("test_clips"),
                          "wall_s": m["effort"]["wall_s"]})
     if not rows:
         raise SystemExit("no finished run with metrics in `dvc exp show`; see `dvc queue status`"
@@ -114,9 +116,14 @@ def table(show, param_name):
 def pooled(df):
     """Per model over the runs of a speaker k-fold (one per data.fold): top-1 of all test clips
     pooled, with its Wilson interval (the folds' test speakers are disjoint, so each clip counts
-    once), and FAR at 1% FRR averaged over folds weighted by their test clips."""
+    once), and FAR at 1% FRR averaged over folds weighted by their test clips. The `deployed` row
+    pools what each fold shipped: its own choice on its validation split, so no fold's test
+    clips chose it."""
+    groups = list(df.groupby("model", sort=False))
+    if df["deployed"].any():
+        groups.append(("deployed", df[df["deployed"]]))
     rows = []
-    for model, d in df.groupby("model", sort=False):
+    for model, d in groups:
         n = d["test_clips"].sum()
         correct = round((d["top1"] * d["test_clips"]).sum())
         lo, hi = wilson(correct, n)

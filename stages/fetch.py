@@ -3,7 +3,7 @@ import time
 from pathlib import Path
 
 from kws import dataset, io, silence, sources
-from kws.data_source import corpus_root, synthetic_train_records
+from kws.data_source import corpus_root, extra_train_records, synthetic_train_records
 
 OUT = Path("data/dataset")
 
@@ -16,6 +16,9 @@ def main():
     print(f"[fetch] scanning {root}", flush=True)
     origin = sources.SYNTHETIC if p["source"] == "synthetic" else sources.REAL
     records, scan_report = sources.scan(root, p["val_percent"], p["test_percent"], origin, p["fold"])
+    # Labelled with the main source's train split, so both share its unknown-word share.
+    extra, extra_report = extra_train_records(p, records)
+    records += extra
     noise_paths = sources.noise_files(noise_root)
     records, silence_report = silence.place_provided(records, noise_paths)
     labelled, need_silence = sources.assign_labels(records, p["silence_percent"], p["unknown_percent"], p["seed"])
@@ -27,7 +30,8 @@ def main():
                                                   noise_paths, seed=p["seed"], max_bad_percent=p["max_bad_percent"])
     # No timings in the report: it is part of a DVC output, whose hash must not change when the
     # data does not (or every downstream stage would rerun).
-    report = {"source": p["source"], **scan_report, "provided_silence": silence_report, **report}
+    report = {"source": p["source"], **scan_report, "extra_train_root": extra_report,
+              "provided_silence": silence_report, **report}
     dataset.save(OUT, wave, manifest, noise, report)
     print(f"[fetch] {problem_line(report)}", flush=True)
     dataset.check_classes(report)

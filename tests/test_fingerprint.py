@@ -25,10 +25,11 @@ def test_folder_fingerprint_follows_names_sizes_and_mtimes(tmp_path):
 
 
 def test_inputs_name_what_fetch_reads():
-    block = {"source": "synthetic", "root": "/some/folder", "noise_root": ""}
+    block = {"source": "synthetic", "root": "/some/folder", "noise_root": "", "extra_train_root": ""}
     assert fingerprint.inputs(block) == {"folders": {}, "archive": None}  # root is unused there
-    block = {"source": "folder", "root": "/a", "noise_root": "/b"}
-    assert fingerprint.inputs(block) == {"folders": {"root": "/a", "noise_root": "/b"}, "archive": None}
-    downloaded = fingerprint.inputs({"source": "speech_commands", "root": "", "noise_root": ""})
+    block = {"source": "folder", "root": "/a", "noise_root": "/b", "extra_train_root": "/c"}
+    assert fingerprint.inputs(block) == {"folders": {"root": "/a", "noise_root": "/b", "extra_train_root": "/c"},
+                                         "archive": None}
+    downloaded = fingerprint.inputs({"source": "speech_commands", "root": "", "noise_root": "", "extra_train_root": ""})
     assert downloaded == {"folders": {}, "archive": {"url": download.GSC_URL, "sha256": download.GSC_SHA256,
                                                      "bytes": download.GSC_SIZE}}

@@ -55,7 +55,8 @@ def test_main_writes_csv_and_png(tmp_path):
 
 def test_speaker_folds_pool_their_test_clips():
     df = pd.DataFrame({"model": ["teacher"] * 3 + ["student_ptq"] * 3, "test_clips": [100, 300, 200] * 2,
-                       "top1": [0.9, 0.8, 0.95, 0.5, 0.6, 0.7], "far_macro": [0.01, 0.03, 0.02, 0.1, 0.2, 0.3]})
+                       "top1": [0.9, 0.8, 0.95, 0.5, 0.6, 0.7], "far_macro": [0.01, 0.03, 0.02, 0.1, 0.2, 0.3],
+                       "deployed": [True, False, False, False, True, True]})  # each fold's own choice
     pool = sweep.pooled(df).set_index("model")
     assert pool.loc["teacher", "top1"] == pytest.approx((90 + 240 + 190) / 600)
     assert pool.loc["teacher", "test_clips"] == 600 and pool.loc["teacher", "folds"] == 3
@@ -63,3 +64,4 @@ def test_speaker_folds_pool_their_test_clips():
     lo, hi = pool.loc["teacher", ["top1_lo", "top1_hi"]]
     assert lo < 520 / 600 < hi and hi - lo < 0.06  # 600 pooled clips: about +-2.7 points
     assert pool.loc["student_ptq", "top1"] == pytest.approx((50 + 180 + 140) / 600)
+    assert pool.loc["deployed", "top1"] == pytest.approx((90 + 180 + 140) / 600) and pool.loc["deployed", "folds"] == 3
