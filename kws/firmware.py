@@ -180,6 +180,12 @@ def model_key(model_path):
     return Path(model_path).name.split(".")[0]
 
 
+def lifted_tensors(quantized, model_path):
+    """Activations the export stage lifted to 16 bits in the INT8 model filed under `model_path`'s
+    key (.onnx or .tflite; `quantized`: metrics/quantize.json's `models`; QAT files are never lifted)."""
+    return quantized.get(model_key(model_path), {}).get("int16_tensors", [])
+
+
 def measured_figures(firmware_metrics, int8_onnx_path):
     """The measured figures a summary row shows beside the estimates, for the model whose INT8
     footprint is `int8_onnx_path` (kws.chain.int8_file): metrics/firmware.json's content in."""

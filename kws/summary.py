@@ -25,7 +25,7 @@ def effort(stages):
 def int16_tensors(quantized, name):
     """Activations the export stage lifted to 16 bits in model `name`'s INT8 ONNX file
     (metrics/quantize.json's `models`; QAT files are never lifted)."""
-    return quantized.get(firmware.model_key(chain.int8_file(name)), {}).get("int16_tensors", [])
+    return firmware.lifted_tensors(quantized, chain.int8_file(name))
 
 
 def model_row(name, latency_runs, firmware_metrics, quantized):

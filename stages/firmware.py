@@ -37,7 +37,7 @@ def main():
     t0 = time.time()
     calib_x, _ = io.load_split("calib")
     test_x, _ = io.load_split("test")
-    lifted = {n: r["int16_tensors"] for n, r in io.read_json("metrics/quantize.json")["models"].items()}
+    quantized = io.read_json("metrics/quantize.json")["models"]
     report = {}
     for name, reference in references(cfg, calib_x, io.params("quantize")):
         onnx_path = chain.int8_file(name)
@@ -49,7 +49,7 @@ def main():
         _, (out_step, _) = firmware.io_quantization(model_bytes)
         clear = metrics.top1_agreement(got, want, tie_margin=firmware.NEAR_TIE_STEPS * out_step)
         figures = firmware.measure(tflite, test_x[:p["probe_clips"]].numpy())
-        int16 = lifted.get(firmware.model_key(tflite), [])
+        int16 = firmware.lifted_tensors(quantized, tflite)
         report[firmware.model_key(tflite)] = {**figures, "parity": parity, "parity_clear": clear,
                                               "onnx_int16_tensors": int16}
         print(f"[firmware] {tflite}: flash {figures['flash_bytes']} B, arena {figures['arena_bytes']} B, "

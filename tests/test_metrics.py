@@ -148,6 +148,7 @@ def test_det_rows_put_false_accepts_on_far_and_misses_on_frr():
     inner = [r["frr"] for r in curve if 2 / 1100 <= r["far"] <= 0.99]
     assert len(inner) >= 35 and inner == pytest.approx([0.3] * len(inner))
 
+
 def test_top1_agreement_can_leave_out_near_ties():
     ref = np.array([[2.0, 1.95, 0.0], [3.0, 0.0, 0.0], [0.0, 1.0, 0.9], [0.0, 0.0, 5.0]])
     got = np.array([[1.9, 2.0, 0.0], [3.0, 0.0, 0.0], [0.0, 0.9, 1.0], [5.0, 0.0, 0.0]])  # 1 clear flip, 2 near-ties
