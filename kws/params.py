@@ -162,6 +162,9 @@ SCHEMA = {
         "freq_mask_width": Integer("[0, inf)", "widest frequency mask, bins"),
         "time_masks": Integer("[0, inf)", "SpecAugment time masks"),
         "time_mask_width": Integer("[0, inf)", "widest time mask, frames"),
+        "tempo": Number("[0, 0.5]", "largest relative change of speaking rate (0: off)"),
+        "freq_warp": Number("[0, 0.5]", "largest relative frequency warp, vocal tract length (0: off)"),
+        "gain_db": Number("[0, 40]", "largest speech level change before noise is added, dB (0: off)"),
     },
     "teacher": {
         "checkpoint": Text("a trained model to adopt instead of training one (empty: train)"),

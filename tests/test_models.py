@@ -1,3 +1,4 @@
+import math
 import numpy as np
 import pytest
 import torch
@@ -89,7 +90,7 @@ def test_clean_augmentation_is_the_front_end():
     front = features.FrontEnd(cfg)
     wave = torch.randn(4, 16000) * 0.1
     off = {"time_shift_ms": 0, "noise_prob": 0.0, "noise_volume": 0.1, "freq_masks": 0, "freq_mask_width": 5,
-           "time_masks": 0, "time_mask_width": 10}
+           "time_masks": 0, "time_mask_width": 10, "tempo": 0.0, "freq_warp": 0.0, "gain_db": 0.0}
     got = augment.augment_batch(features.mel_power(wave, cfg), torch.zeros(0, 40, 101), front, off, torch.Generator())
     assert torch.allclose(got, features.compute(wave, cfg), atol=1e-5)
 
@@ -98,13 +99,54 @@ def test_augmentation_repeats_with_the_seed():
     cfg = features.make_config()
     front = features.FrontEnd(cfg)
     p = {"time_shift_ms": 100, "noise_prob": 0.8, "noise_volume": 0.1, "freq_masks": 2, "freq_mask_width": 5,
-         "time_masks": 2, "time_mask_width": 10}
+         "time_masks": 2, "time_mask_width": 10, "tempo": 0.1, "freq_warp": 0.1, "gain_db": 6.0}
     power = features.mel_power(torch.randn(4, 16000) * 0.1, cfg)
     noise = features.mel_power(torch.randn(5, 16000) * 0.1, cfg)
     a = augment.augment_batch(power, noise, front, p, torch.Generator().manual_seed(1))
     b = augment.augment_batch(power, noise, front, p, torch.Generator().manual_seed(1))
     c = augment.augment_batch(power, noise, front, p, torch.Generator().manual_seed(2))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def tone(hz, seconds=1.0, sample_rate=16000):
+    return 0.3 * torch.sin(2 * math.pi * hz * torch.arange(int(seconds * sample_rate)) / sample_rate).unsqueeze(0)
+
+
+def test_frequency_warp_moves_a_tone_where_the_scaled_tone_is():
+    """Warping the mel power of a 1 kHz tone by 1.25 (0.8) puts its energy in the bands of a
+    1.25 kHz (800 Hz) tone: the warp is a scaling in Hz, not in band index."""
+    cfg = features.make_config()
+    front = features.FrontEnd(cfg)
+    power = front.power(tone(1000.0))
+    for factor in (1.25, 0.8):
+        warped = augment.warp_bands(power, torch.tensor([[factor]], dtype=torch.float64), cfg["f_min"], cfg["f_max"])
+        expect = front.power(tone(1000.0 * factor))
+        assert warped[0, :, 50].argmax() == expect[0, :, 50].argmax()
+        assert warped[0, :, 50].argmax() != power[0, :, 50].argmax()
+    same = augment.warp_bands(power, torch.ones(1, 1, dtype=torch.float64), cfg["f_min"], cfg["f_max"])
+    assert torch.allclose(same, power, rtol=1e-4)
+
+
+def test_time_stretch_scales_distances_from_the_middle_frame():
+    """A burst 30 frames after the middle lands 30 / rate frames after it; frames read from
+    beyond the clip are silent, as a shifted clip's are."""
+    power = torch.zeros(2, 3, 101)
+    power[:, :, 80] = 1.0
+    out = augment.stretch_frames(power, torch.tensor([[1.5], [0.75]], dtype=torch.float64))
+    assert out[0, 0].argmax() == 50 + 20 and out[1, 0].argmax() == 50 + 40
+    assert torch.equal(out[:, 0], out[:, 2])  # every band moves together
+    ramp = torch.ones(1, 1, 101)
+    assert (augment.stretch_frames(ramp, torch.tensor([[1.5]], dtype=torch.float64))[0, 0] == 0).sum() == 34
+    assert torch.equal(augment.stretch_frames(ramp, torch.ones(1, 1, dtype=torch.float64)), ramp)
+
+
+def test_random_gain_scales_each_clip_within_its_range():
+    power = torch.ones(400, 3, 5)
+    out = augment.random_gain(power, 10.0, torch.Generator().manual_seed(0))
+    db = 10 * torch.log10(out[:, 0, 0])
+    assert (db.abs() <= 10 + 1e-4).all() and db.min() < -8 and db.max() > 8
+    assert torch.allclose(out, out[:, :1, :1].expand_as(out))  # one gain for the whole clip
+    assert torch.equal(augment.random_gain(power, 0.0, torch.Generator()), power)
 
 
 def test_spec_mask_zeroes_bands_within_width():
@@ -127,7 +169,7 @@ def test_augmentation_masks_the_axes_it_is_asked_to(masks):
     of them), frequency masks whole mel bins (up to 2 x 5), and neither touches the other axis."""
     cfg = {**features.make_config(), "mean": -3.0, "std": 2.0}
     p = {"time_shift_ms": 0, "noise_prob": 0.0, "noise_volume": 0.0, "freq_masks": masks[0], "freq_mask_width": 5,
-         "time_masks": masks[1], "time_mask_width": 10}
+         "time_masks": masks[1], "time_mask_width": 10, "tempo": 0.0, "freq_warp": 0.0, "gain_db": 0.0}
     power = features.mel_power(torch.randn(16, 16000) * 0.1, cfg)
     bins, frames = zeroed_bands(augment.augment_batch(power, torch.zeros(0, 40, 101), features.FrontEnd(cfg), p,
                                                       torch.Generator().manual_seed(0)))
@@ -175,7 +217,8 @@ def test_training_repeats_exactly_with_the_seed():
     p = {"epochs": 1, "batch_size": 32, "optimizer": "sgd", "momentum": 0.9, "lr": 0.1, "warmup_epochs": 1,
          "weight_decay": 1e-3, "seed": 3, "device": "cpu",
          "augment": {"time_shift_ms": 100, "noise_prob": 0.8, "noise_volume": 0.1, "freq_masks": 2,
-                     "freq_mask_width": 5, "time_masks": 2, "time_mask_width": 10}}
+                     "freq_mask_width": 5, "time_masks": 2, "time_mask_width": 10, "tempo": 0.1,
+                     "freq_warp": 0.1, "gain_db": 6.0}}
     states = []
     for _ in range(2):
         net = models.build(*models.preset("tc_resnet8", 0.5, 40, 12), seed=3)
@@ -217,7 +260,8 @@ def test_a_diverged_training_run_stops_with_a_clear_error():
     p = {"epochs": 2, "batch_size": 16, "optimizer": "sgd", "momentum": 0.9, "lr": 1e30, "warmup_epochs": 0,
          "weight_decay": 0.0, "seed": 0, "device": "cpu",
          "augment": {"time_shift_ms": 0, "noise_prob": 0.0, "noise_volume": 0.0, "freq_masks": 0,
-                     "freq_mask_width": 0, "time_masks": 0, "time_mask_width": 0}}
+                     "freq_mask_width": 0, "time_masks": 0, "time_mask_width": 0, "tempo": 0.0,
+                     "freq_warp": 0.0, "gain_db": 0.0}}
     net = models.build(*models.preset("tc_resnet8", 0.25, 40, 12))
     with pytest.raises(FloatingPointError, match=r"\[teacher\] training diverged: loss .* lower the stage's lr"):
         train.fit(net, features.mel_power(wave, cfg), labels, features.mel_power(wave[:4], cfg), cfg,
