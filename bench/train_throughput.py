@@ -15,6 +15,8 @@ import torch.nn.functional as F
 
 from kws import augment, features, io, models, train
 
+SPEAKER_PERTURBATIONS = ("tempo", "freq_warp", "gain_db")  # the augment keys a plain recipe has not
+
 
 def clips_per_s(step, batch, steps):
     step()  # warm-up
@@ -74,6 +76,11 @@ def main():
     print(f"  augment+features     {data_only:8.0f} clips/s")
     print(f"  full training step   {full:8.0f} clips/s  (data share {full / data_only:.0%} of step time)")
     print(f"  mel spectra (once)   {spectra:8.0f} clips/s  (STFT + mel, once per clip, in the features stage)")
+    plain_aug = {**aug, **dict.fromkeys(SPEAKER_PERTURBATIONS, 0.0)}
+    with_them, without = alternating_clips_per_s(
+        [data_step, lambda: augment.augment_batch(power, noise, front, plain_aug, gen)], a.batch, a.steps)
+    print(f"  augment+features {with_them:8.0f} clips/s vs {without:8.0f} clips/s without "
+          f"{', '.join(SPEAKER_PERTURBATIONS)} (alternating, best of {a.steps})")
     if a.model == "bc_resnet":  # built channels-last (kws.models.BCResNet): fresh twins, one in NCHW memory
         cl_net = models.build(*models.preset(a.model, a.width, 40, 12))
         nchw = copy.deepcopy(cl_net).to(memory_format=torch.contiguous_format)

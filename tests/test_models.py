@@ -117,27 +117,30 @@ def test_frequency_warp_moves_a_tone_where_the_scaled_tone_is():
     1.25 kHz (800 Hz) tone: the warp is a scaling in Hz, not in band index."""
     cfg = features.make_config()
     front = features.FrontEnd(cfg)
-    power = front.power(tone(1000.0))
+    power, one = front.power(tone(1000.0)), torch.ones(1, 1, dtype=torch.float64)
     for factor in (1.25, 0.8):
-        warped = augment.warp_bands(power, torch.tensor([[factor]], dtype=torch.float64), cfg["f_min"], cfg["f_max"])
+        warped = augment.stretch_and_warp(power, one, torch.tensor([[factor]], dtype=torch.float64), cfg["f_min"],
+                                          cfg["f_max"])
         expect = front.power(tone(1000.0 * factor))
         assert warped[0, :, 50].argmax() == expect[0, :, 50].argmax()
         assert warped[0, :, 50].argmax() != power[0, :, 50].argmax()
-    same = augment.warp_bands(power, torch.ones(1, 1, dtype=torch.float64), cfg["f_min"], cfg["f_max"])
-    assert torch.allclose(same, power, rtol=1e-4)
+    same = augment.stretch_and_warp(power, one, one, cfg["f_min"], cfg["f_max"])
+    assert torch.allclose(same, power, rtol=1e-4, atol=1e-6)
 
 
 def test_time_stretch_scales_distances_from_the_middle_frame():
     """A burst 30 frames after the middle lands 30 / rate frames after it; frames read from
     beyond the clip are silent, as a shifted clip's are."""
+    stretch = lambda power, rates: augment.stretch_and_warp(  # noqa: E731
+        power, torch.tensor(rates, dtype=torch.float64), torch.ones(len(power), 1, dtype=torch.float64), 20.0, 7600.0)
     power = torch.zeros(2, 3, 101)
     power[:, :, 80] = 1.0
-    out = augment.stretch_frames(power, torch.tensor([[1.5], [0.75]], dtype=torch.float64))
+    out = stretch(power, [[1.5], [0.75]])
     assert out[0, 0].argmax() == 50 + 20 and out[1, 0].argmax() == 50 + 40
     assert torch.equal(out[:, 0], out[:, 2])  # every band moves together
-    ramp = torch.ones(1, 1, 101)
-    assert (augment.stretch_frames(ramp, torch.tensor([[1.5]], dtype=torch.float64))[0, 0] == 0).sum() == 34
-    assert torch.equal(augment.stretch_frames(ramp, torch.ones(1, 1, dtype=torch.float64)), ramp)
+    ramp = torch.ones(1, 3, 101)
+    assert (stretch(ramp, [[1.5]])[0, 0] == 0).sum() == 34
+    assert torch.allclose(stretch(ramp, [[1.0]]), ramp)
 
 
 def test_random_gain_scales_each_clip_within_its_range():
