@@ -80,8 +80,8 @@ def mix_noise(power, noise_power, prob, max_volume, gen):
 
 def spec_mask(feats, n_freq, freq_width, n_time, time_width, gen):
     """SpecAugment-style masking: zero bands of up to freq_width bins / time_width frames. The
-    masks are kept per axis ([B, F] and [B, T]) and meet the batch once: a [B, F, T] mask per band
-    made this the costliest step of augmentation."""
+    masks are kept per axis ([B, F] and [B, T]) and meet the batch once, not as a [B, F, T] mask
+    per band."""
     b, f, t = feats.shape
     keep = {1: torch.ones(b, f), 2: torch.ones(b, t)}
     for n, width, size, axis in ((n_freq, freq_width, f, 1), (n_time, time_width, t, 2)):
