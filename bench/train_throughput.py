@@ -15,8 +15,6 @@ import torch.nn.functional as F
 
 from kws import augment, features, io, models, train
 
-SPEAKER_PERTURBATIONS = ("tempo", "freq_warp", "gain_db")  # the augment keys a plain recipe has not
-
 
 def clips_per_s(step, batch, steps):
     step()  # warm-up
@@ -77,12 +75,12 @@ def main():
     print(f"  augment+features     {data_only:8.0f} clips/s")
     print(f"  full training step   {full:8.0f} clips/s  (data share {full / data_only:.0%} of step time)")
     print(f"  mel spectra (once)   {spectra:8.0f} clips/s  (STFT + mel, once per clip, in the features stage)")
-    plain_aug = {**aug, **dict.fromkeys(SPEAKER_PERTURBATIONS, 0.0)}
+    plain_aug = {**aug, **dict.fromkeys(augment.SPEAKER_PERTURBATIONS, 0.0)}
     per_clip = [1e6 / r for r in alternating_clips_per_s(
         [data_step, lambda: augment.augment_batch(power, noise, front, plain_aug, gen), model_step],
         a.batch, a.steps, clock=time.process_time)]
     print(f"  CPU-us per clip: augment+features {per_clip[0]:.1f}, {per_clip[1]:.1f} without "
-          f"{', '.join(SPEAKER_PERTURBATIONS)}; model step {per_clip[2]:.1f} (alternating, best of {a.steps})")
+          f"{', '.join(augment.SPEAKER_PERTURBATIONS)}; model step {per_clip[2]:.1f} (alternating, best of {a.steps})")
     if a.model == "bc_resnet":  # built channels-last (kws.models.BCResNet): fresh twins, one in NCHW memory
         cl_net = models.build(*models.preset(a.model, a.width, 40, 12))
         nchw = copy.deepcopy(cl_net).to(memory_format=torch.contiguous_format)

@@ -14,7 +14,9 @@ speaking rates, vocal tracts and microphone distances it lacks.
 import torch
 import torch.nn.functional as F
 
-from kws.features import hz_to_mel, mel_to_hz
+from kws.features import hz_to_mel, mel_edges
+
+SPEAKER_PERTURBATIONS = ("tempo", "freq_warp", "gain_db")  # augment keys beyond the standard recipe's
 
 
 def uniform_factors(b, spread, gen):
@@ -27,7 +29,7 @@ def uniform_factors(b, spread, gen):
 def stretch_and_warp(power, rates, factors, f_min, f_max):
     """Each clip of mel power [B, F, T] (HTK bands from f_min to f_max Hz) spoken faster by
     rates [B, 1] (> 1: faster) and its spectrum scaled in Hz by factors [B, 1], in one bilinear
-    resampling (grid_sample: ~4 CPU-ms per 128 clips here, an eighth of a TC-ResNet8 step).
+    resampling (grid_sample; `make bench` prints its cost beside the model step's).
     Output frame t reads input frame mid + (t - mid) * rate, and frames read from beyond the clip
     are silent, as a shifted clip's are. Content at f moves to factor * f, so band k (centre c_k)
     reads the bands at c_k / factor; the edge bands repeat rather than go silent (log(0) there
@@ -36,9 +38,9 @@ def stretch_and_warp(power, rates, factors, f_min, f_max):
     mid = (t - 1) / 2
     frame = mid + (torch.arange(t, dtype=torch.float64) - mid) * rates  # [B, T]
     lo, hi = hz_to_mel(f_min), hz_to_mel(f_max)
-    step = (hi - lo) / (f + 1)
-    centres = mel_to_hz(lo + step * torch.arange(1, f + 1, dtype=torch.float64))
-    band = (2595.0 * torch.log10(1.0 + centres / factors / 700.0) - lo) / step - 1  # [B, F]
+    step = (hi - lo) / (f + 1)  # mel between band centres
+    centres = mel_edges(f_min, f_max, f)[1:-1]
+    band = (hz_to_mel(centres / factors) - lo) / step - 1  # [B, F]
     grid = torch.stack(((2 * frame / (t - 1) - 1).float()[:, None, :].expand(b, f, t),
                         (2 * band / (f - 1) - 1).float()[:, :, None].expand(b, f, t)), dim=-1)
     out = F.grid_sample(power.unsqueeze(1), grid, mode="bilinear", padding_mode="border", align_corners=True)

@@ -54,19 +54,25 @@ def n_frames(cfg):
 
 
 def hz_to_mel(f):
-    return 2595.0 * math.log10(1.0 + f / 700.0)
+    """HTK mel of f Hz, a float or a tensor."""
+    return 2595.0 * (torch.log10 if torch.is_tensor(f) else math.log10)(1.0 + f / 700.0)
 
 
 def mel_to_hz(m):
     return 700.0 * (10 ** (m / 2595.0) - 1.0)
 
 
+def mel_edges(f_min, f_max, n_mels):
+    """The n_mels + 2 band edges in Hz, evenly spaced in mel (float64): band k rises from edge k,
+    peaks at edge k + 1 (its centre) and falls to edge k + 2."""
+    return mel_to_hz(torch.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2, dtype=torch.float64))
+
+
 def mel_filterbank(cfg):
     """[n_mels, n_fft//2+1] triangular HTK-mel filters, peak 1, edges evenly spaced in mel."""
     n_bins = cfg["n_fft"] // 2 + 1
     fft_hz = torch.linspace(0, cfg["sample_rate"] / 2, n_bins, dtype=torch.float64)
-    mels = torch.linspace(hz_to_mel(cfg["f_min"]), hz_to_mel(cfg["f_max"]), cfg["n_mels"] + 2, dtype=torch.float64)
-    edges = 700.0 * (10 ** (mels / 2595.0) - 1.0)
+    edges = mel_edges(cfg["f_min"], cfg["f_max"], cfg["n_mels"])
     lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     up = (fft_hz - lo) / (mid - lo)
     down = (hi - fft_hz) / (hi - mid)

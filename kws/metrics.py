@@ -135,8 +135,14 @@ def mcnemar(correct_a, correct_b):
     if correct_a.shape != correct_b.shape:
         raise ValueError(f"paired test needs the same clips, got {correct_a.shape} and {correct_b.shape}")
     only_a, only_b = int((correct_a & ~correct_b).sum()), int((correct_b & ~correct_a).sum())
-    p = binomtest(only_a, only_a + only_b).pvalue if only_a + only_b else 1.0
-    return {"only_a_right": only_a, "only_b_right": only_b, "p_value": float(p)}
+    return {"only_a_right": only_a, "only_b_right": only_b, "p_value": mcnemar_p(only_a, only_b)}
+
+
+def mcnemar_p(only_a_right, only_b_right):
+    """Two-sided exact McNemar p-value from the discordant counts alone (so the counts of
+    disjoint clip sets, such as speaker folds, add up to one test)."""
+    n = only_a_right + only_b_right
+    return float(binomtest(only_a_right, n).pvalue) if n else 1.0
 
 
 def evaluate(val_logits, val_labels, test_logits, test_labels, max_frr=0.01):

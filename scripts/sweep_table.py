@@ -8,7 +8,7 @@ Speaker k-fold on a small folder (every speaker tested once, by a model that nev
 
     dvc exp run --queue -S data.test_percent=20 -S data.fold=0,1,2,3,4
     dvc queue start
-    python scripts/sweep_table.py --param data.fold --pool   # + memo/sweep_pooled.csv
+    python scripts/sweep_table.py --param data.fold --pool   # + memo/sweep_pooled.csv, sweep_paired.csv
 
 It reads `dvc exp show --json` (or a saved copy: --json FILE). That output is a list: the uncommitted
 workspace first, then each baseline commit, each as {rev, name, data, error, experiments}; an
@@ -30,7 +30,7 @@ matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from kws.metrics import wilson  # noqa: E402
+from kws.metrics import mcnemar_p, wilson  # noqa: E402
 
 SUMMARY = "metrics/summary.json"
 PARAMS = "params.yaml"
@@ -87,8 +87,9 @@ def param(data, dotted):
 
 
 def table(show, param_name):
-    """One row per (finished run, model), newest run per parameter value; plus [(run, why skipped)]."""
-    rows, skipped = [], []
+    """One row per (finished run, model), newest run per parameter value; plus [(run, why skipped)]
+    and one row per (finished run, paired test of its summary) with the test's discordant counts."""
+    rows, pairs, skipped = [], [], []
     for name, rev, state in runs(show):
         why = why_unfinished(rev, state)
         if why:
@@ -103,6 +104,10 @@ def table(show, param_name):
                          "top1": m["top1"], "far_macro": m["far_macro"], "clip_epochs": m["effort"]["clip_epochs"],
                          "test_clips": summary.get("dataset", {}).get("test_clips"),
                          "wall_s": m["effort"]["wall_s"]})
+        for test, t in summary.get("paired_tests", {}).items():
+            pairs.append({"run": name, "timestamp": data["timestamp"], param_name: param(data, param_name),
+                          "test": test, "a": t["a"], "b": t["b"], "only_a_right": t["only_a_right"],
+                          "only_b_right": t["only_b_right"]})
     if not rows:
         raise SystemExit("no finished run with metrics in `dvc exp show`; see `dvc queue status`"
                          + "".join(f"\n  skipped {n}: {w}" for n, w in skipped))
@@ -110,7 +115,10 @@ def table(show, param_name):
     # a value run twice (the baseline and an experiment, or a re-run): the newest run stands for it
     kept = df.sort_values("timestamp", kind="stable").drop_duplicates([param_name, "model"], keep="last")
     skipped += [(n, f"older run at the same {param_name}") for n in sorted(set(df["run"]) - set(kept["run"]))]
-    return kept.sort_values(param_name, kind="stable").reset_index(drop=True), skipped  # models in summary order
+    pairs = pd.DataFrame(pairs, columns=["run", "timestamp", param_name, "test", "a", "b", "only_a_right",
+                                         "only_b_right"])
+    pairs = pairs[pairs["run"].isin(kept["run"])]
+    return kept.sort_values(param_name, kind="stable").reset_index(drop=True), pairs, skipped  # models in summary order
 
 
 def pooled(df):
@@ -130,6 +138,18 @@ def pooled(df):
         rows.append({"model": model, "folds": len(d), "test_clips": n, "top1": correct / n, "top1_lo": lo,
                      "top1_hi": hi, "far_macro": (d["far_macro"] * d["test_clips"]).sum() / n,
                      "top1_fold_sd": d["top1"].std(ddof=1) if len(d) > 1 else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def pooled_paired(pairs):
+    """Each summary's paired test (deployed vs teacher, KD vs no KD, QAT vs PTQ) over all folds:
+    the folds' test clips are disjoint, so their discordant counts add up to those of one exact
+    McNemar test on the pooled clips (deployed names each fold's own choice, so `a` may vary)."""
+    rows = []
+    for test, d in pairs.groupby("test", sort=False):
+        a, b = int(d["only_a_right"].sum()), int(d["only_b_right"].sum())
+        rows.append({"test": test, "a": "/".join(dict.fromkeys(d["a"])), "b": "/".join(dict.fromkeys(d["b"])),
+                     "folds": len(d), "only_a_right": a, "only_b_right": b, "p_value": mcnemar_p(a, b)})
     return pd.DataFrame(rows)
 
 
@@ -159,7 +179,7 @@ def main(argv=None):
     ap.add_argument("--pool", action="store_true", help="the runs are speaker folds (data.fold): also pool "
                     "their test clips per model -> sweep_pooled.csv")
     a = ap.parse_args(argv)
-    df, skipped = table(exp_show(a.json, a.all_commits), a.param)
+    df, pairs, skipped = table(exp_show(a.json, a.all_commits), a.param)
     for name, why in skipped:
         print(f"skipped {name}: {why}", file=sys.stderr)
     out = Path(a.out)
@@ -173,6 +193,11 @@ def main(argv=None):
         pool.to_csv(out / "sweep_pooled.csv", index=False)
         print(pool.round(4).to_string(index=False))
         print(f"-> {out / 'sweep_pooled.csv'}")
+        if len(pairs):
+            paired = pooled_paired(pairs)
+            paired.to_csv(out / "sweep_paired.csv", index=False)
+            print(paired.round(4).to_string(index=False))
+            print(f"-> {out / 'sweep_paired.csv'} (exact McNemar on the pooled test clips)")
 
 
 if __name__ == "__main__":

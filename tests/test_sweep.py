@@ -21,7 +21,7 @@ def load(name):
 
 
 def test_finished_runs_one_per_ratio():
-    df, skipped = sweep.table(load("exp_show_done.json"), "prune.ratio")
+    df, pairs, skipped = sweep.table(load("exp_show_done.json"), "prune.ratio")
     assert sorted(df["prune.ratio"].unique()) == [0.3, 0.4, 0.5, 0.6, 0.7]
     assert len(df) == 5 * 7 and df.groupby("prune.ratio")["run"].nunique().eq(1).all()
     # 0.5 is both the baseline and an experiment: the newer experiment stands for it
@@ -31,10 +31,11 @@ def test_finished_runs_one_per_ratio():
     assert narrow["int8_bytes"] == 6088 and narrow["top1"] == pytest.approx(0.9508)
     assert narrow["clip_epochs"] == 226080 and narrow["run"] == "faced-kyat"
     assert df["model"].iloc[:3].tolist() == ["teacher", "pruned_wide", "pruned_narrow"]  # summary order
+    assert pairs.empty  # these toy summaries carry no paired tests
 
 
 def test_running_and_queued_runs_are_skipped():
-    df, skipped = sweep.table(load("exp_show_running.json"), "prune.ratio")
+    df, pairs, skipped = sweep.table(load("exp_show_running.json"), "prune.ratio")
     assert sorted(df["prune.ratio"].unique()) == [0.3, 0.4, 0.5, 0.6]
     assert ("faced-kyat", "running") in skipped and ("cynic-emus", "queued") in skipped
 
@@ -65,3 +66,19 @@ def test_speaker_folds_pool_their_test_clips():
     assert lo < 520 / 600 < hi and hi - lo < 0.06  # 600 pooled clips: about +-2.7 points
     assert pool.loc["student_ptq", "top1"] == pytest.approx((50 + 180 + 140) / 600)
     assert pool.loc["deployed", "top1"] == pytest.approx((90 + 180 + 140) / 600) and pool.loc["deployed", "folds"] == 3
+
+
+def test_speaker_folds_pool_their_paired_tests():
+    pairs = pd.DataFrame({"test": ["kd_vs_nokd"] * 3 + ["deployed_vs_teacher"] * 3,
+                          "a": ["student_kd"] * 3 + ["student_ptq", "pruned_wide_ptq", "student_ptq"],
+                          "b": ["student_nokd"] * 3 + ["teacher"] * 3,
+                          "only_a_right": [6, 5, 7, 2, 0, 1], "only_b_right": [2, 1, 3, 1, 2, 0]})
+    paired = sweep.pooled_paired(pairs).set_index("test")
+    kd = paired.loc["kd_vs_nokd"]
+    assert (kd["only_a_right"], kd["only_b_right"], kd["folds"]) == (18, 6, 3)
+    assert kd["p_value"] == pytest.approx(0.02266, abs=1e-4)  # two-sided binomial, 6 of 24 discordant clips
+    # no fold alone is beyond chance: pooling is what resolves it
+    assert all(sweep.pooled_paired(pairs.iloc[[i]])["p_value"].iloc[0] > 0.05 for i in range(3))
+    dep = paired.loc["deployed_vs_teacher"]
+    assert dep["a"] == "student_ptq/pruned_wide_ptq" and (dep["only_a_right"], dep["only_b_right"]) == (3, 3)
+    assert dep["p_value"] == 1.0
