@@ -7,7 +7,7 @@ from pathlib import Path
 # The stages behind each model, in order; a model's effort is the sum of its stages' efforts.
 PRUNED_WIDE = ["teacher", "prune/wide", "finetune/wide"]
 PRUNED_NARROW = PRUNED_WIDE + ["prune/narrow", "finetune/narrow"]
-DISTILLED = PRUNED_NARROW + ["distill/kd"]
+DISTILLED = PRUNED_NARROW + ["teacher_replicas", "distill/kd"]
 
 # name: (model file evaluated, label, step, stage metrics whose effort adds up to this model)
 MODELS = {

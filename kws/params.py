@@ -185,6 +185,7 @@ SCHEMA = {
         "budget_bytes": Integer("[1, inf)", "flash budget: the INT8 .tflite, bytes"),
         "arena_budget_bytes": Integer("[1, inf)", "RAM budget: the TFLM tensor arena, bytes"),
         "teachers": Choice(["ensemble", "chain"], "which models teach the student"),
+        "teacher_replicas": Integer("[0, inf)", "more teachers of the teacher's recipe and other seeds in the ensemble"),
         "alpha": Number(SHARE, "weight of the soft (teacher) term"),
         "temperature": Number("(0, inf)", "softmax temperature of the soft targets"),
         "feature_weight": Number("[0, inf)", "FitNet hint loss weight (0: off)"),

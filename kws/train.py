@@ -2,6 +2,7 @@
 own loss. Each train clip's mel power spectrum is computed once; batches are augmented from it
 on the fly (no DataLoader: the whole batch is shifted, noised, log-scaled and masked in a few
 vectorized torch ops on the CPU, then moved to the training device)."""
+import contextlib
 import copy
 import math
 import time
@@ -127,9 +128,9 @@ def fit(model, power, labels, noise_power, feature_config, val_feats, val_labels
 
 
 def train_on_dataset(model, p, augment, name, loss_fn=cross_entropy, set_train=lambda m, on: m.train(on),
-                     extra_params=(), pretrain_epochs=0):
+                     extra_params=(), pretrain_epochs=0, curves=True):
     """Load the train split's mel spectra and clean val features, train with dvclive curves in
-    dvclive/<name>/ (params block `p`, params.yaml's `augment` block).
+    dvclive/<name>/ (curves=False: none) (params block `p`, params.yaml's `augment` block).
 
     pretrain_epochs > 0: first train that many epochs on the espeak-ng clips of a mixed train split
     (data.mix_synthetic_speakers) with the silence clips, then p['epochs'] on the recorded clips
@@ -149,7 +150,8 @@ def train_on_dataset(model, p, augment, name, loss_fn=cross_entropy, set_train=l
                              "data.source folder or speech_commands (or pretrain_epochs 0)")
         phases = [({**p, "epochs": pretrain_epochs}, synthetic | (labels == SILENCE_INDEX), False), (p, real, True)]
     results, cfg = [], io.feature_config()
-    with Live(f"dvclive/{name}", dvcyaml=None, save_dvc_exp=False) as live:
+    logger = Live(f"dvclive/{name}", dvcyaml=None, save_dvc_exp=False) if curves else contextlib.nullcontext()
+    with logger as live:
         for phase_p, keep, keep_best in phases:
             subset = None if keep is None else torch.nonzero(keep).squeeze(1)
             results.append(fit(model, power, labels, noise_power, cfg, val_x, val_y, phase_p, loss_fn, live,

@@ -2,12 +2,26 @@
 pruned teachers (kd) or from hard labels only (nokd, the twin that shows what KD buys)."""
 import sys
 import time
+from pathlib import Path
 
 from kws import budget, checkpoint, distill, features, io, models, train
 from kws.sources import CLASSES
 
 TEACHERS = {"chain": ["models/finetuned_narrow.pt"],  # teacher -> wide -> narrow -> student
             "ensemble": ["models/teacher.pt", "models/finetuned_wide.pt", "models/finetuned_narrow.pt"]}
+REPLICAS = Path("models/teacher_replicas")  # the teacher_replicas stage's (distill.teacher_replicas) join the ensemble
+
+
+def teacher_files(p):
+    """The checkpoints whose soft targets the student learns from, for distill block `p`."""
+    files = TEACHERS[p["teachers"]]
+    if p["teachers"] == "ensemble":
+        replicas = sorted(map(str, REPLICAS.glob("*.pt")))
+        if len(replicas) != p["teacher_replicas"]:
+            raise ValueError(f"{REPLICAS}/ holds {len(replicas)} teachers, distill.teacher_replicas asks for "
+                             f"{p['teacher_replicas']}: run `dvc repro teacher_replicas` first")
+        files = files + replicas
+    return files
 
 
 def main(mode):
@@ -20,7 +34,7 @@ def main(mode):
     device = train.resolve_device(p["device"])
     teachers, adapter, extra = [], None, ()
     if mode == "kd":
-        teachers = [checkpoint.load(path, cfg)[0].to(device) for path in TEACHERS[p["teachers"]]]
+        teachers = [checkpoint.load(path, cfg)[0].to(device) for path in teacher_files(p)]
         if p["feature_weight"] > 0:
             shape = features.n_channels(cfg), features.n_frames(cfg)
             adapter = distill.FeatureAdapter(distill.feature_channels(student, *shape),
@@ -29,7 +43,7 @@ def main(mode):
     loss = distill.make_loss(teachers, {**p, "alpha": p["alpha"] if mode == "kd" else 0.0}, adapter)
     print(f"[distill@{mode}] {p['student']} x{p['width']}: {models.n_params(student)} parameters, {flash} B as "
           f".tflite (budget {p['budget_bytes']}), {arena} B TFLM arena (budget {p['arena_budget_bytes']}); "
-          f"teachers: {TEACHERS[p['teachers']] if teachers else 'none (hard labels)'}", flush=True)
+          f"teachers: {teacher_files(p) if teachers else 'none (hard labels)'}", flush=True)
     result = train.train_on_dataset(student, p, augment, f"distill_{mode}", loss, extra_params=extra)
     checkpoint.save(f"models/student_{mode}.pt", student, arch, kwargs, cfg, stage=f"distill@{mode}")
     io.write_json(f"metrics/distill/{mode}.json", {

@@ -1,4 +1,6 @@
 import math
+import runpy
+from pathlib import Path
 
 import pytest
 import torch
@@ -136,3 +138,18 @@ def test_measuring_before_training_gives_the_trained_models_flash(tmp_path):
     x = torch.randn(16, 40, 101)
     trained = firmware.to_tflite(quant.ptq_reference(net.eval(), x), x[:8], tmp_path / "trained.tflite")
     assert before[0] == trained.stat().st_size
+
+
+def test_distillation_ensemble_takes_exactly_the_teacher_replicas_asked_for(tmp_path, monkeypatch):
+    distill_stage = runpy.run_path(str(Path(__file__).parents[1] / "stages" / "distill.py"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models/teacher_replicas").mkdir(parents=True)
+    for seed in (2, 1):
+        (tmp_path / f"models/teacher_replicas/seed{seed}.pt").write_bytes(b"")
+    files = distill_stage["teacher_files"]({"teachers": "ensemble", "teacher_replicas": 2})
+    assert files == ["models/teacher.pt", "models/finetuned_wide.pt", "models/finetuned_narrow.pt",
+                     "models/teacher_replicas/seed1.pt", "models/teacher_replicas/seed2.pt"]
+    assert distill_stage["teacher_files"]({"teachers": "chain", "teacher_replicas": 0}) == ["models/finetuned_narrow.pt"]
+    with pytest.raises(ValueError, match="holds 2 teachers, distill.teacher_replicas asks for 3: run `dvc repro "
+                                         "teacher_replicas` first"):
+        distill_stage["teacher_files"]({"teachers": "ensemble", "teacher_replicas": 3})

@@ -32,7 +32,7 @@ VAL_TOP1 = {"teacher": 0.985, "pruned_wide": 0.981, "pruned_wide_ptq": 0.962, "p
             "student_qat": 0.963}
 DEPLOYED = "student_ptq"
 STAGE_EFFORT = {"teacher": (113040, 880.0), "prune/wide": (0, 1.5), "finetune/wide": (56520, 820.0),
-                "prune/narrow": (0, 1.2), "finetune/narrow": (56520, 810.0), "distill/kd": (113040, 1400.0),
+                "prune/narrow": (0, 1.2), "finetune/narrow": (56520, 810.0), "teacher_replicas": (0, 0.1), "distill/kd": (113040, 1400.0),
                 "distill/nokd": (113040, 1100.0), "export": (0, 6.0), "qat": (18840, 240.0)}  # clip-epochs, s
 
 

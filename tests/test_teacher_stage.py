@@ -75,3 +75,27 @@ def test_a_teacher_at_chance_level_is_an_error_naming_the_stage(repo):
         assert not (repo / "models/teacher.pt").exists()  # nothing locked for prune to build on
     finally:
         (repo / "params.yaml").write_text(text)
+
+
+def test_teacher_replicas_train_other_seeds_of_the_same_recipe(repo):
+    text = with_params(repo, "distill", "teacher_replicas", "1")
+    try:
+        code, log = dvc_repro(repo, "teacher", "teacher_replicas")  # the teacher too: a test above leaves none
+        assert code == 0, log[-3000:]
+        assert sorted(p.name for p in (repo / "models/teacher_replicas").iterdir()) == ["seed1.pt"]
+        replica = torch.load(repo / "models/teacher_replicas/seed1.pt", weights_only=True)
+        teacher = torch.load(repo / "models/teacher.pt", weights_only=True)
+        assert replica["arch"] == teacher["arch"] and replica["kwargs"] == teacher["kwargs"]
+        assert replica["info"]["seed"] == 1  # teacher.seed 0 + 1: another model, not a copy
+        assert not torch.equal(replica["state_dict"]["stem.weight"], teacher["state_dict"]["stem.weight"])
+        report = json.loads((repo / "metrics/teacher_replicas.json").read_text())
+        assert [r["seed"] for r in report["replicas"]] == [1] and report["effort"]["clip_epochs"] > 0
+        assert not (repo / "dvclive/teacher_seed1").exists()  # no curves outside dvc.yaml's plots
+        # distill.teachers=chain has no ensemble to join: refused before any training
+        (repo / "params.yaml").write_text(set_param((repo / "params.yaml").read_text(), "distill", "teachers", "chain"))
+        code, log = dvc_repro(repo, "-s", "teacher_replicas")
+        assert code != 0 and "distill.teacher_replicas = 1 adds teachers to distill.teachers=ensemble" in log, log[-3000:]
+    finally:
+        (repo / "params.yaml").write_text(text)
+    code, log = dvc_repro(repo, "-s", "teacher_replicas")  # back to none: an empty folder
+    assert code == 0 and list((repo / "models/teacher_replicas").iterdir()) == [], log[-3000:]
