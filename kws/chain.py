@@ -9,6 +9,9 @@ PRUNED_WIDE = ["teacher", "prune/wide", "finetune/wide"]
 PRUNED_NARROW = PRUNED_WIDE + ["prune/narrow", "finetune/narrow"]
 DISTILLED = PRUNED_NARROW + ["teacher_replicas", "distill/kd"]
 
+# distill.teacher_replicas more teachers of the teacher's recipe, for the distillation ensemble
+TEACHER_REPLICAS = "models/teacher_replicas"
+
 # name: (model file evaluated, label, step, stage metrics whose effort adds up to this model)
 MODELS = {
     "teacher": ("models/teacher.pt", "Teacher (TC-ResNet8)", "train", ["teacher"]),

@@ -105,8 +105,7 @@ def table(show, param_name):
                          "test_clips": summary.get("dataset", {}).get("test_clips"),
                          "wall_s": m["effort"]["wall_s"]})
         for test, t in summary.get("paired_tests", {}).items():
-            pairs.append({"run": name, "timestamp": data["timestamp"], param_name: param(data, param_name),
-                          "test": test, "a": t["a"], "b": t["b"], "only_a_right": t["only_a_right"],
+            pairs.append({"run": name, "test": test, "a": t["a"], "b": t["b"], "only_a_right": t["only_a_right"],
                           "only_b_right": t["only_b_right"]})
     if not rows:
         raise SystemExit("no finished run with metrics in `dvc exp show`; see `dvc queue status`"
@@ -115,9 +114,8 @@ def table(show, param_name):
     # a value run twice (the baseline and an experiment, or a re-run): the newest run stands for it
     kept = df.sort_values("timestamp", kind="stable").drop_duplicates([param_name, "model"], keep="last")
     skipped += [(n, f"older run at the same {param_name}") for n in sorted(set(df["run"]) - set(kept["run"]))]
-    pairs = pd.DataFrame(pairs, columns=["run", "timestamp", param_name, "test", "a", "b", "only_a_right",
-                                         "only_b_right"])
-    pairs = pairs[pairs["run"].isin(kept["run"])]
+    pairs = pd.DataFrame(pairs, columns=["run", "test", "a", "b", "only_a_right", "only_b_right"])
+    pairs = pairs[pairs["run"].isin(kept["run"])]  # the runs standing for their parameter value
     return kept.sort_values(param_name, kind="stable").reset_index(drop=True), pairs, skipped  # models in summary order
 
 

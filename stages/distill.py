@@ -4,12 +4,12 @@ import sys
 import time
 from pathlib import Path
 
-from kws import budget, checkpoint, distill, features, io, models, train
+from kws import budget, chain, checkpoint, distill, features, io, models, train
 from kws.sources import CLASSES
 
 TEACHERS = {"chain": ["models/finetuned_narrow.pt"],  # teacher -> wide -> narrow -> student
             "ensemble": ["models/teacher.pt", "models/finetuned_wide.pt", "models/finetuned_narrow.pt"]}
-REPLICAS = Path("models/teacher_replicas")  # the teacher_replicas stage's (distill.teacher_replicas) join the ensemble
+REPLICAS = Path(chain.TEACHER_REPLICAS)  # the teacher_replicas stage's (distill.teacher_replicas) join the ensemble
 
 
 def teacher_files(p):

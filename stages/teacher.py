@@ -5,11 +5,11 @@ import sys
 import time
 from pathlib import Path
 
-from kws import checkpoint, features, io, models, train
+from kws import chain, checkpoint, features, io, models, train
 from kws.sources import CLASSES
 
 OUT = "models/teacher.pt"
-REPLICAS = Path("models/teacher_replicas")
+REPLICAS = Path(chain.TEACHER_REPLICAS)
 
 
 def train_teacher(p, augment, cfg, seed, name, curves=True):

@@ -27,3 +27,9 @@ def test_every_int8_model_has_one_tflite_named_after_its_onnx():
     assert chain.tflite_file("pruned_wide_ptq") == chain.tflite_file("pruned_wide") == "models/tflite/pruned_wide.int8.tflite"
     assert chain.tflite_file("student_qat") == "models/tflite/student_qat.int8.tflite"
     assert len({chain.tflite_file(n) for n in chain.INT8}) == len(chain.INT8)
+
+
+def test_dvc_yaml_writes_the_teacher_replicas_where_distillation_reads_them():
+    stages = yaml.safe_load(DVC_YAML.read_text())["stages"]
+    assert stages["teacher_replicas"]["outs"] == [chain.TEACHER_REPLICAS]
+    assert chain.TEACHER_REPLICAS in stages["distill"]["deps"]
