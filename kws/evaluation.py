@@ -25,7 +25,8 @@ def headline(m):
             "far_macro": v["far_macro"], "far_macro_lo": v["far_macro_ci"][0], "far_macro_hi": v["far_macro_ci"][1],
             "frr_macro": v["frr_macro"], "far_worst": v["far_worst"], "worst_keyword": v["worst_keyword"],
             "far_filler": v["far_filler_macro"], "far_macro_test_thr": t["far_macro"],
-            "val_top1": val["top1"], "val_far_macro": val["far_at_frr"]["far_macro"]}
+            "val_top1": val["top1"], "val_far_macro": val["far_at_frr"]["far_macro"],
+            "test_clips": m["clips"], "val_clips": val["clips"]}  # what pooling speaker folds weighs by
 
 
 def evaluate_model(model_path, out_dir, name, max_frr):

@@ -56,7 +56,7 @@ def accuracy_report(logits, labels):
     per_class = {c: float(cm[i, i] / cm[i].sum()) if cm[i].sum() else float("nan") for i, c in enumerate(CLASSES)}
     per_class_ci = {c: wilson(cm[i, i], cm[i].sum()) for i, c in enumerate(CLASSES)}
     correct = int((pred == labels).sum())
-    return {"top1": correct / len(labels), "top1_ci": wilson(correct, len(labels)), "per_class": per_class,
+    return {"top1": correct / len(labels), "top1_ci": wilson(correct, len(labels)), "clips": len(labels), "per_class": per_class,
             "per_class_ci": per_class_ci}, pred
 
 
@@ -159,7 +159,7 @@ def evaluate(val_logits, val_labels, test_logits, test_labels, max_frr=0.01):
     return {**acc,
             "far_at_frr_val_thresholds": at_val_thresholds,
             "far_at_frr_test_thresholds": far_at_frr(st, test_labels, st, test_labels, max_frr),
-            "validation": {"top1": val_acc["top1"], "top1_ci": val_acc["top1_ci"],
+            "validation": {"top1": val_acc["top1"], "top1_ci": val_acc["top1_ci"], "clips": val_acc["clips"],
                            "far_at_frr": far_at_frr(sv, val_labels, sv, val_labels, max_frr)}}, pred
 
 

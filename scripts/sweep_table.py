@@ -10,6 +10,9 @@ Speaker k-fold on a small folder (every speaker tested once, by a model that nev
     dvc queue start
     python scripts/sweep_table.py --param data.fold --pool   # + memo/sweep_pooled.csv, sweep_paired.csv
 
+One model's folds alone (`dvc exp run ... -S data.fold=0,1,2,3,4 evaluate@teacher`, whose runs keep
+the baseline's stale summary.json): `--model teacher` reads metrics/eval/teacher.json instead.
+
 It reads `dvc exp show --json` (or a saved copy: --json FILE). That output is a list: the uncommitted
 workspace first, then each baseline commit, each as {rev, name, data, error, experiments}; an
 experiment is {name, executor: {state: queued|running|success|failed} or null when run in the
@@ -65,16 +68,21 @@ def runs(show):
                 yield rev["name"] or rev["rev"][:7], rev, state
 
 
-def why_unfinished(rev, state):
-    """None for a run whose summary can be used, else the reason it cannot."""
+def why_unfinished(rev, state, metrics_file=SUMMARY):
+    """None for a run whose metrics file can be used, else the reason it cannot."""
     if rev.get("error"):
         return rev["error"].get("msg") or "error"
     if state in UNFINISHED:
         return state
-    metrics = ((rev.get("data") or {}).get("metrics") or {}).get(SUMMARY, {})
+    metrics = ((rev.get("data") or {}).get("metrics") or {}).get(metrics_file, {})
     if "data" not in metrics:
-        return (metrics.get("error") or {}).get("msg") or f"no {SUMMARY}"
+        return (metrics.get("error") or {}).get("msg") or f"no {metrics_file}"
     return None
+
+
+def eval_file(model):
+    """The evaluate stage's headline metrics of `model` (dvc.yaml: metrics/eval/${key}.json)."""
+    return f"metrics/eval/{model}.json"
 
 
 def param(data, dotted):
@@ -86,24 +94,31 @@ def param(data, dotted):
     return value
 
 
-def table(show, param_name):
+def table(show, param_name, model=None):
     """One row per (finished run, model), newest run per parameter value; plus [(run, why skipped)]
-    and one row per (finished run, paired test of its summary) with the test's discordant counts."""
+    and one row per (finished run, paired test of its summary) with the test's discordant counts.
+    With `model`, one row per run from that model's evaluate metrics alone (no summary, no pairs)."""
     rows, pairs, skipped = [], [], []
     for name, rev, state in runs(show):
-        why = why_unfinished(rev, state)
+        why = why_unfinished(rev, state, eval_file(model) if model else SUMMARY)
         if why:
             skipped.append((name, why))
             continue
         data = rev["data"]
+        run = {"run": name, "rev": data["rev"][:7], "timestamp": data["timestamp"], param_name: param(data, param_name)}
+        if model:
+            m = data["metrics"][eval_file(model)]["data"]
+            rows.append({**run, "model": model, "deployed": False, "top1": m["top1"], "far_macro": m["far_macro"],
+                         "val_top1": m["val_top1"], "test_clips": m["test_clips"], "val_clips": m["val_clips"]})
+            continue
         summary = data["metrics"][SUMMARY]["data"]
-        for model, m in summary["models"].items():
-            rows.append({"run": name, "rev": data["rev"][:7], "timestamp": data["timestamp"],
-                         param_name: param(data, param_name), "model": model,
-                         "deployed": model == summary.get("deployed"), "int8_bytes": m["int8_bytes"],
-                         "top1": m["top1"], "far_macro": m["far_macro"], "clip_epochs": m["effort"]["clip_epochs"],
-                         "test_clips": summary.get("dataset", {}).get("test_clips"),
-                         "wall_s": m["effort"]["wall_s"]})
+        dataset = summary.get("dataset", {})
+        for model_name, m in summary["models"].items():
+            rows.append({**run, "model": model_name,
+                         "deployed": model_name == summary.get("deployed"), "int8_bytes": m["int8_bytes"],
+                         "top1": m["top1"], "far_macro": m["far_macro"], "val_top1": m.get("val_top1"),
+                         "clip_epochs": m["effort"]["clip_epochs"], "test_clips": dataset.get("test_clips"),
+                         "val_clips": dataset.get("val_clips"), "wall_s": m["effort"]["wall_s"]})
         for test, t in summary.get("paired_tests", {}).items():
             pairs.append({"run": name, "test": test, "a": t["a"], "b": t["b"], "only_a_right": t["only_a_right"],
                           "only_b_right": t["only_b_right"]})
@@ -122,7 +137,8 @@ def table(show, param_name):
 def pooled(df):
     """Per model over the runs of a speaker k-fold (one per data.fold): top-1 of all test clips
     pooled, with its Wilson interval (the folds' test speakers are disjoint, so each clip counts
-    once), and FAR at 1% FRR averaged over folds weighted by their test clips. The `deployed` row
+    once), the same of all validation clips, and FAR at 1% FRR averaged over folds weighted by
+    their test clips. The `deployed` row
     pools what each fold shipped: its own choice on its validation split, so no fold's test
     clips chose it."""
     groups = list(df.groupby("model", sort=False))
@@ -133,9 +149,14 @@ def pooled(df):
         n = d["test_clips"].sum()
         correct = round((d["top1"] * d["test_clips"]).sum())
         lo, hi = wilson(correct, n)
-        rows.append({"model": model, "folds": len(d), "test_clips": n, "top1": correct / n, "top1_lo": lo,
-                     "top1_hi": hi, "far_macro": (d["far_macro"] * d["test_clips"]).sum() / n,
-                     "top1_fold_sd": d["top1"].std(ddof=1) if len(d) > 1 else float("nan")})
+        row = {"model": model, "folds": len(d), "test_clips": n, "top1": correct / n, "top1_lo": lo, "top1_hi": hi,
+               "far_macro": (d["far_macro"] * d["test_clips"]).sum() / n,
+               "top1_fold_sd": d["top1"].std(ddof=1) if len(d) > 1 else float("nan")}
+        if d[["val_top1", "val_clips"]].notna().all(axis=None):  # summaries of older runs lack them
+            n_val, val_correct = d["val_clips"].sum(), round((d["val_top1"] * d["val_clips"]).sum())
+            row.update(val_clips=n_val, val_top1=val_correct / n_val,
+                       **dict(zip(["val_top1_lo", "val_top1_hi"], wilson(val_correct, n_val))))
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -152,9 +173,12 @@ def pooled_paired(pairs):
 
 
 def plot(df, param_name, path):
-    """INT8 flash, top-1 and FAR against the swept parameter, one line per model."""
-    fig, axes = plt.subplots(1, len(FIGURES), figsize=(13, 4), dpi=150)
-    for ax, (column, scale, label) in zip(axes, FIGURES):
+    """INT8 flash, top-1 and FAR against the swept parameter, one line per model (flash only from
+    summaries)."""
+    figures = [f for f in FIGURES if f[0] in df]
+    fig, axes = plt.subplots(1, len(figures), figsize=(13 * len(figures) / len(FIGURES), 4), dpi=150, squeeze=False)
+    axes = axes[0]
+    for ax, (column, scale, label) in zip(axes, figures):
         for model, d in df.groupby("model", sort=False):
             ax.plot(d[param_name], scale * d[column], marker="o", label=model)
         ax.set_xlabel(param_name)
@@ -176,8 +200,10 @@ def main(argv=None):
     ap.add_argument("--out", default="memo", help="folder for sweep.csv and sweep.png")
     ap.add_argument("--pool", action="store_true", help="the runs are speaker folds (data.fold): also pool "
                     "their test clips per model -> sweep_pooled.csv")
+    ap.add_argument("--model", help="read this model's metrics/eval/MODEL.json instead of the summary (runs of "
+                    "`evaluate@MODEL` alone)")
     a = ap.parse_args(argv)
-    df, pairs, skipped = table(exp_show(a.json, a.all_commits), a.param)
+    df, pairs, skipped = table(exp_show(a.json, a.all_commits), a.param, a.model)
     for name, why in skipped:
         print(f"skipped {name}: {why}", file=sys.stderr)
     out = Path(a.out)

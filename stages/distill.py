@@ -7,8 +7,10 @@ from pathlib import Path
 from kws import budget, chain, checkpoint, distill, features, io, models, train
 from kws.sources import CLASSES
 
-TEACHERS = {"chain": ["models/finetuned_narrow.pt"],  # teacher -> wide -> narrow -> student
-            "ensemble": ["models/teacher.pt", "models/finetuned_wide.pt", "models/finetuned_narrow.pt"]}
+# the chain's models that teach, each file as kws.chain spells it
+TEACHERS = {name: [chain.MODELS[model][0] for model in models]
+            for name, models in {"chain": ["pruned_narrow"],  # teacher -> wide -> narrow -> student
+                                 "ensemble": ["teacher", "pruned_wide", "pruned_narrow"]}.items()}
 REPLICAS = Path(chain.TEACHER_REPLICAS)  # the teacher_replicas stage's (distill.teacher_replicas) join the ensemble
 
 

@@ -1,4 +1,5 @@
 """kws.chain and dvc.yaml name the same models at the same paths, and every INT8 model knows its source."""
+import runpy
 from pathlib import Path
 
 import yaml
@@ -33,3 +34,9 @@ def test_dvc_yaml_writes_the_teacher_replicas_where_distillation_reads_them():
     stages = yaml.safe_load(DVC_YAML.read_text())["stages"]
     assert stages["teacher_replicas"]["outs"] == [chain.TEACHER_REPLICAS]
     assert chain.TEACHER_REPLICAS in stages["distill"]["deps"]
+
+
+def test_distillation_depends_on_every_model_that_can_teach():
+    teachers = runpy.run_path(str(DVC_YAML.parent / "stages" / "distill.py"))["TEACHERS"]
+    deps = yaml.safe_load(DVC_YAML.read_text())["stages"]["distill"]["deps"]
+    assert set(teachers["chain"]) <= set(teachers["ensemble"]) <= set(deps)

@@ -105,6 +105,8 @@ def test_dvc_repro_runs_the_dag_and_caches(repo):
         assert row["top1_lo"] <= row["top1"] <= row["top1_hi"], name
         assert row["far_macro_lo"] <= row["far_macro"] <= row["far_macro_hi"], name
     assert (repo / "metrics/eval/teacher/det.csv").exists()
+    teacher = json.loads((repo / "metrics/eval/teacher.json").read_text())  # what pooling speaker folds weighs by
+    assert (teacher["test_clips"], teacher["val_clips"]) == (summary["dataset"]["test_clips"], summary["dataset"]["val_clips"])
     assert (repo / "dvclive/teacher/plots/metrics/val_acc.tsv").exists()
     assert (repo / "models/qat/feature_config.json").exists()
     firmware = json.loads((repo / "metrics/firmware.json").read_text())

@@ -57,8 +57,11 @@ def test_main_writes_csv_and_png(tmp_path):
 def test_speaker_folds_pool_their_test_clips():
     df = pd.DataFrame({"model": ["teacher"] * 3 + ["student_ptq"] * 3, "test_clips": [100, 300, 200] * 2,
                        "top1": [0.9, 0.8, 0.95, 0.5, 0.6, 0.7], "far_macro": [0.01, 0.03, 0.02, 0.1, 0.2, 0.3],
-                       "deployed": [True, False, False, False, True, True]})  # each fold's own choice
+                       "deployed": [True, False, False, False, True, True],  # each fold's own choice
+                       "val_top1": [0.5, 1.0, 0.75, 0.5, 0.5, 0.5], "val_clips": [20, 40, 40] * 2})
     pool = sweep.pooled(df).set_index("model")
+    assert pool.loc["teacher", "val_top1"] == pytest.approx((10 + 40 + 30) / 100) and pool.loc["teacher", "val_clips"] == 100
+    assert pool.loc["teacher", "val_top1_lo"] < 0.8 < pool.loc["teacher", "val_top1_hi"]
     assert pool.loc["teacher", "top1"] == pytest.approx((90 + 240 + 190) / 600)
     assert pool.loc["teacher", "test_clips"] == 600 and pool.loc["teacher", "folds"] == 3
     assert pool.loc["teacher", "far_macro"] == pytest.approx((1 + 9 + 4) / 600)
@@ -82,3 +85,30 @@ def test_speaker_folds_pool_their_paired_tests():
     dep = paired.loc["deployed_vs_teacher"]
     assert dep["a"] == "student_ptq/pruned_wide_ptq" and (dep["only_a_right"], dep["only_b_right"]) == (3, 3)
     assert dep["p_value"] == 1.0
+
+
+def with_teacher_evaluations(show):
+    """The fixture's finished runs as `evaluate@teacher` runs: each gets metrics/eval/teacher.json
+    (top-1 read off its ratio, so rows can be traced back); the baseline commit gets none."""
+    for name, rev, state in sweep.runs(show):
+        data = rev.get("data") or {}
+        if name == "master" or state in sweep.UNFINISHED or not data.get("metrics"):
+            continue
+        ratio = data["params"]["params.yaml"]["data"]["prune"]["ratio"]
+        data["metrics"]["metrics/eval/teacher.json"] = {"data": {
+            "top1": ratio, "far_macro": 0.01, "val_top1": ratio / 2, "test_clips": 100, "val_clips": 50}}
+    return show
+
+
+def test_one_models_evaluations_stand_in_for_the_summary(tmp_path):
+    df, pairs, skipped = sweep.table(with_teacher_evaluations(load("exp_show_done.json")), "prune.ratio", "teacher")
+    assert df["model"].unique().tolist() == ["teacher"] and len(df) == 5
+    assert (df["top1"] == df["prune.ratio"]).all() and pairs.empty
+    assert dict(skipped)["master"] == "no metrics/eval/teacher.json"
+    json_file = tmp_path / "show.json"
+    json_file.write_text(__import__("json").dumps(with_teacher_evaluations(load("exp_show_done.json"))))
+    sweep.main(["--json", str(json_file), "--out", str(tmp_path), "--model", "teacher", "--pool"])
+    pool = pd.read_csv(tmp_path / "sweep_pooled.csv").set_index("model")
+    assert pool.loc["teacher", "test_clips"] == 500 and pool.loc["teacher", "val_clips"] == 250
+    assert pool.loc["teacher", "top1"] == pytest.approx((0.3 + 0.4 + 0.5 + 0.6 + 0.7) / 5)
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
