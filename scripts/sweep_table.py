@@ -108,6 +108,9 @@ def table(show, param_name, model=None):
         run = {"run": name, "rev": data["rev"][:7], "timestamp": data["timestamp"], param_name: param(data, param_name)}
         if model:
             m = data["metrics"][eval_file(model)]["data"]
+            if "test_clips" not in m:  # written before evaluate recorded its clip counts
+                skipped.append((name, f"{eval_file(model)} has no clip counts: rerun evaluate@{model}"))
+                continue
             rows.append({**run, "model": model, "deployed": False, "top1": m["top1"], "far_macro": m["far_macro"],
                          "val_top1": m["val_top1"], "test_clips": m["test_clips"], "val_clips": m["val_clips"]})
             continue

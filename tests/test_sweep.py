@@ -105,6 +105,11 @@ def test_one_models_evaluations_stand_in_for_the_summary(tmp_path):
     assert df["model"].unique().tolist() == ["teacher"] and len(df) == 5
     assert (df["top1"] == df["prune.ratio"]).all() and pairs.empty
     assert dict(skipped)["master"] == "no metrics/eval/teacher.json"
+    old = with_teacher_evaluations(load("exp_show_done.json"))
+    for _, rev, _ in sweep.runs(old):
+        ((rev.get("data") or {}).get("metrics") or {}).get("metrics/eval/teacher.json", {}).get("data", {}).pop("test_clips", None)
+    with pytest.raises(SystemExit, match="teacher.json has no clip counts: rerun evaluate@teacher"):
+        sweep.table(old, "prune.ratio", "teacher")  # evaluate metrics written before the counts were
     json_file = tmp_path / "show.json"
     json_file.write_text(__import__("json").dumps(with_teacher_evaluations(load("exp_show_done.json"))))
     sweep.main(["--json", str(json_file), "--out", str(tmp_path), "--model", "teacher", "--pool"])
