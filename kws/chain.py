@@ -54,6 +54,11 @@ def tflite_file(name):
     return f"models/tflite/{Path(int8_file(name)).name.removesuffix('.onnx')}.tflite"
 
 
+def eval_file(name):
+    """The evaluate stage's headline metrics of model `name` (dvc.yaml: metrics/eval/${key}.json)."""
+    return f"metrics/eval/{name}.json"
+
+
 def fp32_file(name):
     """The fp32 ONNX file of `name` (INT8 models: the fp32 model they were quantized from)."""
     return f"models/onnx/{fp32_source(name)}.fp32.onnx"

@@ -35,7 +35,7 @@ def model_row(name, latency_runs, firmware_metrics, quantized):
     n_params = models.n_params(checkpoint.load(chain.checkpoint_file(name))[0])
     int8 = footprint.summarize(chain.int8_file(name), n_runs=latency_runs)
     measured = firmware.measured_figures(firmware_metrics, chain.int8_file(name))
-    head = io.read_json(METRICS / "eval" / f"{name}.json")
+    head = io.read_json(chain.eval_file(name))
     return {"label": label, "step": step, "precision": "int8" if name in chain.INT8 else "fp32",
             "params": n_params, "macs": int8["macs"], "fp32_bytes": 4 * n_params,
             "int8_bytes": int8["flash"]["total"], "sram_liveness": int8["sram_liveness"]["bytes"],

@@ -33,6 +33,7 @@ matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from kws import chain  # noqa: E402
 from kws.metrics import mcnemar_p, wilson  # noqa: E402
 
 SUMMARY = "metrics/summary.json"
@@ -80,11 +81,6 @@ def why_unfinished(rev, state, metrics_file=SUMMARY):
     return None
 
 
-def eval_file(model):
-    """The evaluate stage's headline metrics of `model` (dvc.yaml: metrics/eval/${key}.json)."""
-    return f"metrics/eval/{model}.json"
-
-
 def param(data, dotted):
     value = data["params"].get(PARAMS, {}).get("data", {})
     for key in dotted.split("."):
@@ -100,16 +96,16 @@ def table(show, param_name, model=None):
     With `model`, one row per run from that model's evaluate metrics alone (no summary, no pairs)."""
     rows, pairs, skipped = [], [], []
     for name, rev, state in runs(show):
-        why = why_unfinished(rev, state, eval_file(model) if model else SUMMARY)
+        why = why_unfinished(rev, state, chain.eval_file(model) if model else SUMMARY)
         if why:
             skipped.append((name, why))
             continue
         data = rev["data"]
         run = {"run": name, "rev": data["rev"][:7], "timestamp": data["timestamp"], param_name: param(data, param_name)}
         if model:
-            m = data["metrics"][eval_file(model)]["data"]
+            m = data["metrics"][chain.eval_file(model)]["data"]
             if "test_clips" not in m:  # written before evaluate recorded its clip counts
-                skipped.append((name, f"{eval_file(model)} has no clip counts: rerun evaluate@{model}"))
+                skipped.append((name, f"{chain.eval_file(model)} has no clip counts: rerun evaluate@{model}"))
                 continue
             rows.append({**run, "model": model, "deployed": False, "top1": m["top1"], "far_macro": m["far_macro"],
                          "val_top1": m["val_top1"], "test_clips": m["test_clips"], "val_clips": m["val_clips"]})

@@ -14,6 +14,11 @@ def test_dvc_yaml_evaluates_every_model_of_the_chain():
     assert evaluated == {name: path for name, (path, *_) in chain.MODELS.items()}
 
 
+def test_dvc_yaml_writes_each_evaluation_where_kws_chain_reads_it():
+    metrics = yaml.safe_load(DVC_YAML.read_text())["stages"]["evaluate"]["do"]["metrics"]
+    assert [next(iter(m)) for m in metrics] == [chain.eval_file("${key}")]
+
+
 def test_int8_models_name_the_fp32_model_they_come_from():
     assert set(chain.QUANTIZED_FROM) == set(chain.INT8)
     assert all(src in chain.FP32 for src in chain.QUANTIZED_FROM.values())

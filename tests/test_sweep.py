@@ -4,6 +4,7 @@ one experiment run in the workspace (0.4), queued runs 0.3/0.5/0.6/0.7 and a fai
 exp_show_done.json: after `dvc queue start` finished; exp_show_running.json: while 0.7 ran and
 0.95 was still queued."""
 import importlib.util
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -111,7 +112,7 @@ def test_one_models_evaluations_stand_in_for_the_summary(tmp_path):
     with pytest.raises(SystemExit, match="teacher.json has no clip counts: rerun evaluate@teacher"):
         sweep.table(old, "prune.ratio", "teacher")  # evaluate metrics written before the counts were
     json_file = tmp_path / "show.json"
-    json_file.write_text(__import__("json").dumps(with_teacher_evaluations(load("exp_show_done.json"))))
+    json_file.write_text(json.dumps(with_teacher_evaluations(load("exp_show_done.json"))))
     sweep.main(["--json", str(json_file), "--out", str(tmp_path), "--model", "teacher", "--pool"])
     pool = pd.read_csv(tmp_path / "sweep_pooled.csv").set_index("model")
     assert pool.loc["teacher", "test_clips"] == 500 and pool.loc["teacher", "val_clips"] == 250
