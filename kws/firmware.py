@@ -29,9 +29,11 @@ litert_torch.config.show_progress = False  # one line per conversion pass otherw
 
 
 def to_tflite(reference, example_input, path):
-    """Torch quantized reference (kws.quant.convert: fold_quantize=False) -> INT8 .tflite at
-    batch 1: int8 input and output, per-channel int8 weights, int32 bias."""
-    # litert-torch reads only the mode (static int8) from the config: the graph is quantized already.
+    """Torch quantized reference (kws.quant.convert: fold_quantize=False) -> integer .tflite at
+    batch 1: per-channel int8 weights; int8 activations, input and output with int32 bias, or
+    (a 16x8 reference) int16 ones with int64 bias."""
+    # litert-torch reads only the mode (static) from the config: the graph is quantized already,
+    # and each tensor's integer type comes from its quantize/dequantize pair.
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
         pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
     edge_model = litert_torch.convert(reference, (example_input[:1],),
@@ -40,7 +42,7 @@ def to_tflite(reference, example_input, path):
     with atomic.writing(path) as tmp:
         edge_model.export(str(tmp))
         tmp.write_bytes(stripped(tmp.read_bytes()))
-        interpreter(tmp.read_bytes(), MAX_ARENA)  # fails here on float I/O
+        interpreter(tmp.read_bytes(), MAX_ARENA)  # fails here on float or mixed I/O
     return path
 
 
@@ -52,13 +54,17 @@ def stripped(model_bytes):
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
+IO_TYPES = {np.int8: "int8", np.int16: "16x8"}  # the input/output type -> the model's precision
+
+
 def interpreter(model_bytes, arena_bytes):
     """A TFLM interpreter with a tensor arena of `arena_bytes`; RuntimeError if the model does
-    not fit in it, ValueError if its input or output is not int8."""
+    not fit in it, ValueError unless its input and output are both int8 or both int16."""
     tflm = runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_bytes)
-    for details in (tflm.get_input_details(0), tflm.get_output_details(0)):
-        if details["dtype"] != np.int8:
-            raise ValueError(f"model input/output is {details['dtype'].__name__}, not int8")
+    types = {tflm.get_input_details(0)["dtype"], tflm.get_output_details(0)["dtype"]}
+    if len(types) != 1 or not types <= set(IO_TYPES):
+        raise ValueError(f"model input/output is {'/'.join(sorted(t.__name__ for t in types))}, "
+                         "expected int8 (int8 model) or int16 (16x8 model)")
     return tflm
 
 
@@ -76,20 +82,28 @@ def _qparams(details):
 
 
 def io_quantization(model_bytes):
-    """(input, output) (scale, zero point) of the model: real = scale * (int8 - zero point)."""
+    """(input, output) (scale, zero point) of the model: real = scale * (q - zero point)."""
     tflm = interpreter(model_bytes, MAX_ARENA)
     return _qparams(tflm.get_input_details(0)), _qparams(tflm.get_output_details(0))
 
 
-def quantize(features, scale, zero_point):
-    """Float features -> the int8 input tensor (nearest, ties to even; the firmware does this step)."""
-    return np.clip(np.round(np.asarray(features, dtype=np.float32) / scale) + zero_point, -128, 127).astype(np.int8)
+def io_type(model_bytes):
+    """The integer type of the model's input and output: np.int8 or np.int16 (a 16x8 model)."""
+    return interpreter(model_bytes, MAX_ARENA).get_input_details(0)["dtype"]
 
 
-def invoke(tflm, x_int8):
-    """int8 outputs [N, C] of an interpreter on int8 inputs [N, ...], one clip at a time as on the MCU."""
+def quantize(features, scale, zero_point, dtype=np.int8):
+    """Float features -> the integer input tensor of `dtype` (nearest, ties to even, clamped to
+    the type's range; the firmware does this step)."""
+    info = np.iinfo(dtype)
+    q = np.round(np.asarray(features, dtype=np.float32) / scale) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def invoke(tflm, x):
+    """Integer outputs [N, C] of an interpreter on integer inputs [N, ...], one clip at a time as on the MCU."""
     out = []
-    for clip in x_int8:
+    for clip in x:
         tflm.set_input(clip[None], 0)
         tflm.invoke()
         out.append(tflm.get_output(0)[0])
@@ -97,12 +111,12 @@ def invoke(tflm, x_int8):
 
 
 def run(model_bytes, features, arena_bytes=MAX_ARENA):
-    """Logits [N, C] of the model on features [N, n_mels, T]: features quantized to the int8
-    input, int8 output dequantized."""
+    """Logits [N, C] of the model on features [N, n_mels, T]: features quantized to the integer
+    input, integer output dequantized."""
     tflm = interpreter(model_bytes, arena_bytes)
     in_scale, in_zero = _qparams(tflm.get_input_details(0))
     out_scale, out_zero = _qparams(tflm.get_output_details(0))
-    out = invoke(tflm, quantize(features, in_scale, in_zero))
+    out = invoke(tflm, quantize(features, in_scale, in_zero, tflm.get_input_details(0)["dtype"]))
     return (out.astype(np.float32) - out_zero) * out_scale
 
 
@@ -157,7 +171,7 @@ def ops(model_bytes):
 
 def float_ops(model_bytes):
     """op name -> how many of its runs read or write a float32 tensor: empty for an all-integer
-    model, whose every op is an int8 (or int32-bias) kernel."""
+    model, whose every op is an int8 (or 16x8) kernel."""
     model = _flatbuffer(model_bytes)
     found = Counter()
     for g in model.subgraphs:
@@ -180,15 +194,14 @@ def model_key(model_path):
     return Path(model_path).name.split(".")[0]
 
 
-def lifted_tensors(quantized, model_path):
-    """Activations the export stage lifted to 16 bits in the INT8 model filed under `model_path`'s
-    key (.onnx or .tflite; `quantized`: metrics/quantize.json's `models`; QAT files are never lifted)."""
-    return quantized.get(model_key(model_path), {}).get("int16_tensors", [])
+def precision(model_bytes):
+    """'int8' or '16x8': what a .tflite's input and output type say its activations are."""
+    return IO_TYPES[io_type(model_bytes)]
 
 
 def measured_figures(firmware_metrics, int8_onnx_path):
-    """The measured figures a summary row shows beside the estimates, for the model whose INT8
+    """The measured figures a summary row shows beside the estimates, for the model whose integer
     footprint is `int8_onnx_path` (kws.chain.int8_file): metrics/firmware.json's content in."""
     m = firmware_metrics["models"][model_key(int8_onnx_path)]
     return {"flash_bytes_measured": m["flash_bytes"], "arena_bytes_measured": m["arena_bytes"],
-            "measured_on": firmware_metrics["measured_on"]}
+            "precision": m["precision"], "measured_on": firmware_metrics["measured_on"]}

@@ -28,12 +28,28 @@ def _load(model):
     return model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
 
 
+ACTIVATION_BYTES = {"int8": 1, "16x8": 2, "float32": 4}
+
+
 def _precision(graph):
-    """'int8' for a QDQ model, 'float32' for one without quantization nodes."""
+    """'int8' for a QDQ model with 8-bit activations, '16x8' for one with 16-bit activations
+    (int8 weights), 'float32' for one without quantization nodes; ValueError for a mix of 8- and
+    16-bit activations, which no .tflite carries (kws.mixed)."""
     ops = {n.op_type for n in graph.node}
     if ops & QOPERATOR_OPS:
         raise ValueError(f"only QDQ-format quantized models are supported; found {sorted(ops & QOPERATOR_OPS)}")
-    return "int8" if {"QuantizeLinear", "DequantizeLinear"} & ops else "float32"
+    consts = {t.name: t for t in graph.initializer}
+    wide = {consts[n.input[2]].data_type in (onnx.TensorProto.INT16, onnx.TensorProto.UINT16)
+            for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in consts
+            and len(n.input) > 2 and n.input[2] in consts}
+    if len(wide) > 1:
+        raise ValueError("the model's activations mix 8 and 16 bits; expected all int8 or all 16x8")
+    return "float32" if not {"QuantizeLinear", "DequantizeLinear"} & ops else "16x8" if wide == {True} else "int8"
+
+
+def precision(model):
+    """Activation precision of an ONNX model (path or ModelProto): 'int8', '16x8' or 'float32'."""
+    return _precision(_load(model).graph)
 
 
 def _constant_tensors(graph):
@@ -56,8 +72,8 @@ def _nbytes(tensor):
 def flash_bytes(model):
     """Bytes the model's constants take in flash.
 
-    INT8 QDQ model: int8 weights, int32 biases, and qparams of weights and activations (scales
-    float32, zero points int8). Bias scale/zero point are not counted: they are derived
+    INT8 QDQ model: int8 weights, int32 biases (int64 for a 16x8 model), and qparams of weights
+    and activations (scales float32, zero points int8 or int16). Bias scale/zero point are not counted: they are derived
     (s_in * s_w, 0) by the runtime. Unquantized float constants, if any, land in "other".
     fp32 model: just the float32 constant bytes under "total".
     int64 shape constants (Reshape targets, axes) are ignored in both cases.
@@ -82,11 +98,14 @@ def flash_bytes(model):
         else:
             for q in qparams:
                 role.setdefault(q, "qparams")
-    out = {"dtype": "int8", "weights": 0, "biases": 0, "qparams": 0, "other": 0}
+    precision = _precision(graph)
+    out = {"dtype": precision, "weights": 0, "biases": 0, "qparams": 0, "other": 0}
     for name, t in consts.items():
         kind = role.get(name, "shape" if t.data_type == onnx.TensorProto.INT64 else "other")
         if kind in out:
             out[kind] += _nbytes(t)
+    if precision == "16x8":
+        out["biases"] *= 2  # stored int32 here; TFLite's 16x8 kernels take them as int64
     out["total"] = out["weights"] + out["biases"] + out["qparams"] + out["other"]
     return out
 
@@ -130,12 +149,12 @@ def activation_graph(model, bytes_per_element=None):
     """(tensors, steps) of the fused graph an MCU runtime executes, in execution order.
 
     tensors: buffer name -> bytes (batch 1); steps: [(op_name, input buffers, output buffers)].
-    bytes_per_element defaults to 1 for an INT8 QDQ model and 4 for an fp32 one.
+    bytes_per_element defaults to the model's activation width (`ACTIVATION_BYTES`).
     """
     model = _load(model)
     graph = model.graph
     if bytes_per_element is None:
-        bytes_per_element = 1 if _precision(graph) == "int8" else 4
+        bytes_per_element = ACTIVATION_BYTES[_precision(graph)]
     shapes = _static_shapes(model)
     const = _constant_names(graph)
     alias = {}  # tensor -> the buffer it shares

@@ -30,7 +30,8 @@ MIN_CLIPS_FOR_FRR = 100  # one miss in fewer than 100 clips is already more than
 ALPHA = 0.05  # paired tests: two models are called distinguishable below this p-value
 DPI = 150
 PLAIN = FuncFormatter(lambda v, _: f"{v:g}")  # log-axis ticks as 0.1, 1, 10 rather than 10^-1, 10^0, 10^1
-COLORS = {"fp32": "tab:blue", "int8": "tab:green"}
+COLORS = {"fp32": "tab:blue", "int8": "tab:green", "16x8": "tab:olive"}
+PRECISION_LABELS = {"fp32": "FP32 model", "int8": "INT8 model", "16x8": "16x8 model (int16 activations)"}
 DEPLOYED_COLOR = "crimson"
 
 
@@ -182,9 +183,10 @@ def scatter_models(ax, s, x, y):
         ax.scatter(x[name], y[name], s=36, color=COLORS[s["models"][name]["precision"]], zorder=3, clip_on=False)
     d = s["deployed"]
     ax.scatter(x[d], y[d], s=260, facecolors="none", edgecolors=DEPLOYED_COLOR, linewidths=2, zorder=4)
-    handles = [plt.Line2D([], [], ls="", marker="o", color=COLORS["fp32"], label="FP32 model"),
-               plt.Line2D([], [], ls="", marker="o", color=COLORS["int8"], label="INT8 model"),
-               plt.Line2D([], [], ls="", marker="o", ms=11, mfc="none", mec=DEPLOYED_COLOR, mew=2, label="deployed")]
+    shown = {m["precision"] for m in s["models"].values()}
+    handles = [plt.Line2D([], [], ls="", marker="o", color=COLORS[p], label=label)
+               for p, label in PRECISION_LABELS.items() if p in shown]
+    handles.append(plt.Line2D([], [], ls="", marker="o", ms=11, mfc="none", mec=DEPLOYED_COLOR, mew=2, label="deployed"))
     return ax.legend(handles=handles, loc="best", fontsize=8, framealpha=0.9)
 
 
@@ -386,11 +388,11 @@ def memo_markdown(s, res, stream):
               f"at {kb(t['tflite_bytes'])} (the teacher needs {t['tflite_bytes'] / d['tflite_bytes']:.1f}x the flash and "
               f"{t['macs'] / d['macs']:.1f}x the MACs); against the teacher: {paired(s, 'deployed_vs_teacher')}.",
               f"Chosen on validation, not test: the best validation top-1 ({pct(d['val_top1'])}) of the "
-              f"{sum(c['fits_budget'] and c['tflite_as_evaluated'] for c in s['selection']['candidates'].values())} "
+              f"{sum(c['fits_budget'] for c in s['selection']['candidates'].values())} "
               "INT8 models within the flash and RAM budgets"
               + (f"; tied on validation top-1 and FAR with {', '.join(s['selection']['tied_with'])}, so picked by "
                  "chain order: validation cannot tell them apart." if s["selection"]["tied_with"] else ".")
-              + lifted_sentence(s),
+              + precision_sentence(s),
               "", stream_paragraph(stream, s), "",
               "## All models", "",
               f"| model | step | flash .tflite (est.) | arena TFLM (est.) | MACs | val top-1 | top-1 | {op} | cumulative effort |",
@@ -444,15 +446,15 @@ def read_stream(metrics_dir, out_dir):
     return json.loads(path.read_text())
 
 
-def lifted_sentence(s):
-    """Why a model whose INT8 figures need 16-bit activations was not a candidate ('' if none was)."""
-    lifted = {n: c["int16_tensors"] for n, c in s["selection"]["candidates"].items() if c["int16_tensors"]}
-    if not lifted:
+def precision_sentence(s):
+    """Which models run 16-bit activations (16x8) and what that means for the hand-off ('' if none)."""
+    wide = [n for n, c in s["selection"]["candidates"].items() if c["precision"] == "16x8"]
+    if not wide:
         return ""
-    names = "; ".join(f"{s['models'][n]['label']} (`{'`, `'.join(t)}`)" for n, t in lifted.items())
-    return (f" Not candidates: {names}. INT8 lost more than `quantize.max_int8_loss` of validation top-1 there, so "
-            "the export stage lifted those activations to 16 bits in the ONNX model its figures come from, but "
-            "the .tflite for firmware is all-int8: it would ship neither those figures nor those bytes.")
+    names = ", ".join(f"{s['models'][n]['label']}" for n in wide)
+    deployed = " (the deployed model among them: the firmware build needs TFLM's int16 kernels)" * (s["deployed"] in wide)
+    return (f" At 16x8 (int16 activations, int8 weights), because INT8 lost more than `quantize.max_int8_loss` of "
+            f"validation top-1: {names}{deployed}; each .tflite carries that precision and its bytes are measured on it.")
 
 
 def stream_paragraph(stream, s):
@@ -570,6 +572,19 @@ def plot_quantization(s, q, path):
     save(fig, path)
 
 
+def precision_decision(name, r):
+    """One over-budget model: what INT8 and 16x8 scored on validation, what was chosen, and the bytes."""
+    if r["16x8"] is None:
+        return (f"`{name}` INT8 {pct(r['int8']['top1'])} (fp32 {pct(r['fp32']['top1'])}): kept INT8, **over budget**: "
+                "this family has no verified 16x8 .tflite route (BC-ResNet's broadcast adds); QAT is its way back")
+    if r["precision"] == "int8":
+        return (f"`{name}` INT8 {pct(r['int8']['top1'])}, 16x8 {pct(r['16x8']['top1'])} (fp32 {pct(r['fp32']['top1'])}): "
+                "kept INT8, as 16x8 won nothing back (what INT8 loses there is weight rounding)")
+    return (f"`{name}` INT8 {pct(r['int8']['top1'])}, 16x8 {pct(r['16x8']['top1'])} (fp32 {pct(r['fp32']['top1'])}): "
+            f"16x8, {'within' if r['within_budget'] else '**still over**'} budget, costing "
+            f"{r['bytes']['arena_extra']} B of arena (planned) and {r['bytes']['flash_extra']} B of flash (int64 biases)")
+
+
 def quantization_markdown(s, q):
     """The quantization paragraph: sensitivity of the deployed model's layers, the calibration
     choice and its sweep, the mixed-precision decision and its bytes, PTQ vs QAT."""
@@ -600,18 +615,20 @@ def quantization_markdown(s, q):
                  f"{cells}. The spread is {change(max(spread) - min(spread), 1, 'up to', 'up to')}; the intervals "
                  + ("all overlap: no choice is distinguishable on this validation split." if overlap
                     else "do not all overlap."))
-    lifted = {n: r for n, r in q["models"].items() if r["int16_tensors"]}
     losses = ", ".join(f"{n} {change(r['int8']['top1'] - r['fp32']['top1'], 1)}" for n, r in q["models"].items())
-    decision = "; ".join(f"`{n}`: {len(r['int16_tensors'])} tensor{'s' * (len(r['int16_tensors']) > 1)} at 16 bits "
-                         f"({', '.join(r['int16_tensors'])}), validation top-1 {pct(r['final']['top1'])} "
-                         f"({'within' if r['within_budget'] else '**still over**'} budget), costing "
-                         f"{r['bytes']['arena_extra']} B of arena (planned) and {r['bytes']['flash_extra']} B of "
-                         "flash (16x8 int64 biases)" for n, r in lifted.items()) or "no model needed 16-bit activations"
-    lines.append(f"- **Mixed precision:** budget {pct(cfg['max_int8_loss'])} of validation top-1 against fp32. "
-                 f"INT8 validation top-1 change: {losses}. Decision: {decision}."
-                 + (" The .tflite carries int8 activations only: for a lifted model the ONNX file is the reference "
-                    "its figures come from, the firmware parity gate holds the .tflite to its torch int8 reference "
-                    "alone, and the summary does not deploy it." if lifted else ""))
+    forced = cfg.get("activations", "auto")
+    if forced != "auto":
+        decision = (f"Not applied: `quantize.activations` sets {forced} for every PTQ model"
+                    + "".join(f"; `{n}` 16x8 {pct(r['16x8']['top1'])}, +{r['bytes']['arena_extra']} B arena (planned)"
+                              for n, r in q["models"].items() if r["precision"] == "16x8"))
+    else:
+        decision = "Over budget: " + ("; ".join(precision_decision(n, r) for n, r in q["models"].items()
+                                                if r["fp32"]["top1"] - r["int8"]["top1"] > r["max_int8_loss"])
+                                      or "no model lost more than that, so all stay int8")
+    lines.append(f"- **16-bit activations (16x8):** budget {pct(cfg['max_int8_loss'])} of validation top-1 against "
+                 f"fp32. INT8 validation top-1 change: {losses}. {decision}. A model goes 16x8 whole "
+                 "(TFLite's 16x8 is a whole-graph scheme); its ONNX and .tflite both carry it and the firmware "
+                 "parity gate checks it like an int8 one.")
     ptq, qat, kd = ms["student_ptq"], ms["student_qat"], ms["student_kd"]
     test = s["paired_tests"]["qat_vs_ptq"]
     headroom = round((kd["val_top1"] - ptq["val_top1"]) * s["dataset"]["val_clips"])
@@ -623,9 +640,9 @@ def quantization_markdown(s, q):
                  f"{paired(s, 'qat_vs_ptq')}. "
                  + (("QAT earns its place here." if qat["top1"] > ptq["top1"] else
                      "QAT is worse than PTQ beyond chance: tune it or drop the stage.") if distinguishable(test) else
-                    "PTQ and QAT cannot be told apart here, so PTQ (with equalization and the 16-bit budget) "
+                    "PTQ and QAT cannot be told apart here, so PTQ (with equalization and the 16x8 fallback) "
                     "suffices for this student. QAT is needed when PTQ stays over the budget after equalization and "
-                    "lifts, or when the target cannot run 16-bit activations."))
+                    "16x8, or when the target cannot run 16-bit activations."))
     if name is not None:
         lines += ["", f"![per-layer quantization sensitivity]({QUANT_PLOT})"]
     return "\n".join(lines + [""])

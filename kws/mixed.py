@@ -1,105 +1,82 @@
 """Post-training quantization as the pipeline ships it: cross-layer equalization (kws.equalize)
 before export, INT8 PTQ, and, when that costs more validation top-1 than a budget, 16-bit
-activations on the tensors whose lifting buys most back, added one at a time until the loss is
-within budget (weights stay int8: TFLite's "16x8" scheme). What the lifts cost in bytes is
-counted on the graph.
+activations with int8 weights (TFLite's "16x8" scheme) on the whole model. What 16x8 costs in
+bytes is counted on the graph, and the firmware stage measures it on the .tflite.
 
-The .tflite route (litert-torch from a PT2E reference) carries int8 activations only: a model
-with lifted tensors has its ONNX file as the reference, and the firmware stage's parity check
-(TFLM .tflite vs this ONNX) is what tells whether the int8 .tflite may stand in for it."""
+Why the whole model and not the few most sensitive tensors: the precision a model is scored at
+must be the one its .tflite carries, and TFLite's 16x8 is a whole-graph scheme (TFLite's own
+converter offers it only so; TFLM's int16 kernels want int16 on every input and output of an op).
+Measured here with litert-torch 0.10: a per-tensor mix converts only for a region that starts at
+the model input and ends on a conv output, and then only through private converter flags; other
+mixes fail to convert, leave float ops, or run wrong in TFLM. The per-layer sensitivity table
+(kws.sensitivity) still names the layers that need the range."""
 from pathlib import Path
 
-import onnx
-
 from kws import equalize as kws_equalize
-from kws import export, footprint, sensitivity
+from kws import export, footprint, models, sensitivity
 
-TFLITE_16X8_BIAS_BYTES = 4  # 16x8 kernels take int64 biases where int8 ones take int32
+
+def runs_16x8(model):
+    """Whether the 16x8 .tflite route holds for this model: TC-ResNets (convs, same-shape ADD,
+    MEAN, FULLY_CONNECTED) convert and match their torch reference in TFLM to ~2 output steps.
+    BC-ResNet's broadcast ADDs do not: litert-torch 0.10 refuses an implicitly broadcast int16
+    ADD, and with an explicit BROADCAST_TO TFLM's int16 result is off by orders of magnitude."""
+    return isinstance(model, models.TCResNet)
 
 
 def ptq_within_budget(fp32_onnx_path, int8_onnx_path, calib, val_x, val_y, max_int8_loss, max_frr,
-                      method="minmax", per_channel=True):
-    """Quantize `fp32_onnx_path` to `int8_onnx_path` (INT8, or mixed INT8/INT16 activations when
-    INT8 loses more than `max_int8_loss` of validation top-1 against fp32). Returns the report:
-    fp32, INT8 and final validation scores, the lifted tensors in the order chosen, each
-    candidate's score when lifted alone, and the byte cost."""
+                      method="minmax", per_channel=True, activations="auto", allow_16x8=True):
+    """Quantize `fp32_onnx_path` to `int8_onnx_path` at `activations`: 'int8', '16x8', or 'auto':
+    INT8, or 16x8 when INT8 loses more than `max_int8_loss` of validation top-1 against fp32 and
+    16x8 wins some back (`allow_16x8`: the model's family has a 16x8 .tflite route).
+    Returns the report: fp32, INT8, 16x8 (when tried) and final validation scores, the precision
+    chosen and its byte cost against INT8."""
+    if activations == "16x8" and not allow_16x8:
+        raise ValueError(f"quantize.activations=16x8: {Path(fp32_onnx_path).name} has no 16x8 .tflite route "
+                         "(TC-ResNets only, see kws.mixed.runs_16x8); use auto or int8")
     q = sensitivity.Quantizer(fp32_onnx_path, calib, val_x, val_y, max_frr, method, per_channel)
     fp32 = q.score(fp32_onnx_path)
-    path, int8 = q.quantize(int8_onnx_path)
-    report = {"fp32": fp32, "int8": int8, "max_int8_loss": max_int8_loss, "int16_tensors": [], "candidates": {}}
-    final = int8
-    if fp32["top1"] - int8["top1"] > max_int8_loss:
-        candidates = sensitivity.activation_tensors(path, fp32_onnx_path)
-        report["candidates"] = {t: q.quantize(int16_tensors=[t])[1] for t in candidates}
-        # only tensors that help on their own, most helpful first
-        gains = {t: r for t, r in report["candidates"].items() if r["top1"] > int8["top1"]}
-        for tensor in sorted(gains, key=lambda t: (-gains[t]["top1"], gains[t]["far"])):
-            report["int16_tensors"].append(tensor)
-            _, final = q.quantize(int8_onnx_path, int16_tensors=report["int16_tensors"])
-            if fp32["top1"] - final["top1"] <= max_int8_loss:
-                break
-    report["final"] = final
-    report["within_budget"] = fp32["top1"] - final["top1"] <= max_int8_loss
-    report["bytes"] = byte_cost(int8_onnx_path, report["int16_tensors"])
+    _, int8 = q.quantize(int8_onnx_path)
+    report = {"fp32": fp32, "int8": int8, "max_int8_loss": max_int8_loss, "precision": "int8", "16x8": None}
+    over = fp32["top1"] - int8["top1"] > max_int8_loss
+    if activations == "16x8" or (activations == "auto" and over and allow_16x8):
+        _, report["16x8"] = q.quantize(int16_activations=True)
+        if activations == "16x8" or report["16x8"]["top1"] > int8["top1"]:
+            report["precision"] = "16x8"
+            q.quantize(int8_onnx_path, int16_activations=True)
+    report["final"] = report["16x8"] if report["precision"] == "16x8" else int8
+    report["within_budget"] = fp32["top1"] - report["final"]["top1"] <= max_int8_loss
+    report["bytes"] = byte_cost(int8_onnx_path)
     return report
 
 
-def byte_cost(onnx_path, int16_tensors):
-    """What 16-bit activations on `int16_tensors` of a QDQ model cost on an MCU (batch 1): arena,
-    the greedy-planned activation arena with those tensors at 2 bytes an element against all at
-    1; flash, the 16x8 kernels' wider biases of every Conv/Gemm reading a lifted tensor."""
+def byte_cost(onnx_path):
+    """What a QDQ model's activation precision costs on an MCU (batch 1) against all-int8: arena,
+    the greedy-planned activation arena at its precision and at 1 byte an element; flash, the
+    16x8 kernels' int64 biases over int32 ones (0 for an int8 model)."""
     tensors, steps = footprint.activation_graph(onnx_path, bytes_per_element=1)
-    lifted = set(int16_tensors)
-    wide = {t: b * (2 if t in lifted else 1) for t, b in tensors.items()}
+    wide = footprint.precision(onnx_path) == "16x8"
     arena_int8 = footprint.peak_sram_planned(tensors, steps)[0]
-    arena_mixed = footprint.peak_sram_planned(wide, steps)[0]
-    graph = onnx.load(str(onnx_path)).graph
-    producer = {o: n for n in graph.node for o in n.output}
-    consts = {t.name: t for t in graph.initializer}
-
-    def unquantized(name):  # the tensor behind a chain of QuantizeLinear / DequantizeLinear
-        while name in producer and producer[name].op_type in ("QuantizeLinear", "DequantizeLinear"):
-            name = producer[name].input[0]
-        return name
-
-    flash = sum(TFLITE_16X8_BIAS_BYTES * int(onnx.numpy_helper.to_array(consts[unquantized(n.input[2])]).size)
-                for n in graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 2
-                and unquantized(n.input[0]) in lifted)
-    return {"arena_int8": arena_int8, "arena_mixed": arena_mixed, "arena_extra": arena_mixed - arena_int8,
-            "flash_extra": flash, "int16_tensor_bytes": sum(tensors[t] for t in lifted if t in tensors)}
+    arena = footprint.peak_sram_planned({t: b * (1 + wide) for t, b in tensors.items()}, steps)[0]
+    flash = footprint.flash_bytes(onnx_path)["biases"] // 2 if wide else 0
+    return {"arena_int8": arena_int8, "arena": arena, "arena_extra": arena - arena_int8, "flash_extra": flash}
 
 
-def exported_precision(onnx_path):
-    """tensor -> 'int16' for every activation a QDQ file quantizes to 16 bits: what a parity check
-    reads back to confirm the file carries the chosen precision."""
-    graph = onnx.load(str(onnx_path)).graph
-    consts = {t.name: t for t in graph.initializer}
-    out = {}
-    for n in graph.node:
-        if n.op_type == "QuantizeLinear" and n.input[0] not in consts and len(n.input) > 2:
-            zero_point = consts.get(n.input[2])
-            if zero_point is not None and zero_point.data_type in (onnx.TensorProto.INT16, onnx.TensorProto.UINT16):
-                out[n.input[0]] = "int16"
-    return out
-
-
-def check_precision(onnx_path, int16_tensors):
-    """Raise unless the file's 16-bit activations are exactly `int16_tensors`."""
-    got = set(exported_precision(onnx_path))
-    if got != set(int16_tensors):
-        raise RuntimeError(f"{Path(onnx_path)} carries 16-bit activations on {sorted(got)}, "
-                           f"expected {sorted(int16_tensors)}")
+def check_precision(onnx_path, want):
+    """Raise unless the file's activation precision is `want` ('int8' or '16x8')."""
+    got = footprint.precision(onnx_path)
+    if got != want:
+        raise RuntimeError(f"{Path(onnx_path)} carries {got} activations, expected {want}")
     return True
 
 
-
 def quantize_model(model, example_input, fp32_onnx_path, int8_onnx_path, calib, val_x, val_y, max_frr, *,
-                   equalize, max_int8_loss, method, per_channel):
+                   equalize, max_int8_loss, method, per_channel, activations="auto"):
     """The pipeline's PTQ of a torch model (the `quantize` params block): cross-layer equalization
     when `equalize`, fp32 ONNX export (the same function, checked against torch), then
-    `ptq_within_budget`. Returns its report."""
+    `ptq_within_budget`, with 16x8 where the model's family `runs_16x8`. Returns its report."""
     if equalize:
         model = kws_equalize.equalize(model)
     export.to_onnx(model, example_input, fp32_onnx_path)
     return ptq_within_budget(fp32_onnx_path, int8_onnx_path, calib, val_x, val_y, max_int8_loss, max_frr,
-                             method, per_channel)
+                             method, per_channel, activations, allow_16x8=runs_16x8(model))

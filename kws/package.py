@@ -2,7 +2,7 @@
 
 The .tflite and the same bytes as a C array, the op resolver the graph needs, a manifest (class
 order, I/O quantization, measured flash and arena, detection thresholds, the full front end with
-its matrices as numbers) and golden vectors (real test clips through every step, int8 outputs
+its matrices as numbers) and golden vectors (real test clips through every step, integer outputs
 from TFLM) so a port can be checked bit for bit.
 """
 from pathlib import Path
@@ -23,7 +23,7 @@ RESOLVER_METHODS = {
     "SUB": "AddSub", "TANH": "AddTanh", "TRANSPOSE": "AddTranspose",
 }
 ARRAY = "g_model_data"
-SCORE = ("score_k = z_k - log(sum_{j != k} exp(z_j)), natural log, with z = output_scale * (output_int8 - "
+SCORE = ("score_k = z_k - log(sum_{j != k} exp(z_j)), natural log, with z = output_scale * (output - "
          "output_zero_point) the dequantized logits: the log-odds of keyword k's softmax probability. "
          "Keyword k is detected when score_k >= threshold_k.")
 
@@ -64,13 +64,13 @@ def detection(val_thresholds, max_frr):
 
 
 def golden(model_bytes, wave, cfg):
-    """Each clip of `wave` (int16 [N, samples]) through every step: pipeline features, the int8
-    input tensor, and TFLM's int8 output."""
+    """Each clip of `wave` (int16 [N, samples]) through every step: pipeline features, the integer
+    input tensor (int8, or int16 for a 16x8 model), and TFLM's integer output."""
     (in_scale, in_zero), _ = firmware.io_quantization(model_bytes)
     feats = features.compute(np.asarray(wave), cfg).numpy()
-    x = firmware.quantize(feats, in_scale, in_zero)
+    x = firmware.quantize(feats, in_scale, in_zero, firmware.io_type(model_bytes))
     y = firmware.invoke(firmware.interpreter(model_bytes, firmware.MAX_ARENA), x)
-    return {"wave_int16": np.asarray(wave, dtype=np.int16), "features": feats, "input_int8": x, "output_int8": y}
+    return {"wave_int16": np.asarray(wave, dtype=np.int16), "features": feats, "input_tensor": x, "output_tensor": y}
 
 
 def golden_rows(manifest, n):
@@ -86,14 +86,17 @@ def golden_rows(manifest, n):
 
 def manifest(name, tflite_name, model_bytes, measured, measured_on, detect, cfg):
     (in_scale, in_zero), (out_scale, out_zero) = firmware.io_quantization(model_bytes)
+    dtype = np.dtype(firmware.io_type(model_bytes))
+    low, high = np.iinfo(dtype).min, np.iinfo(dtype).max
     return {
         "model": name, "tflite": tflite_name, "c_array": {"symbol": ARRAY, "files": ["model_data.cc", "model_data.h"]},
         "classes": CLASSES,
-        "input": {"dtype": "int8", "shape": [1, features.n_channels(cfg), features.n_frames(cfg)],
+        "precision": firmware.precision(model_bytes),
+        "input": {"dtype": dtype.name, "shape": [1, features.n_channels(cfg), features.n_frames(cfg)],
                   "scale": in_scale, "zero_point": in_zero,
-                  "quantize": "int8 = clamp(round(feature / scale) + zero_point, -128, 127)"},
-        "output": {"dtype": "int8", "shape": [1, len(CLASSES)], "scale": out_scale, "zero_point": out_zero,
-                   "dequantize": "logit = scale * (int8 - zero_point); index i is classes[i]"},
+                  "quantize": f"{dtype.name} = clamp(round(feature / scale) + zero_point, {low}, {high})"},
+        "output": {"dtype": dtype.name, "shape": [1, len(CLASSES)], "scale": out_scale, "zero_point": out_zero,
+                   "dequantize": f"logit = scale * ({dtype.name} - zero_point); index i is classes[i]"},
         "flash_bytes": measured["flash_bytes"], "weights_bytes": measured["weights_bytes"],
         "tensor_arena_bytes": measured["arena_bytes"], "ops": measured["ops"],
         "measured_on": measured_on,
@@ -121,6 +124,6 @@ def write(out_dir, name, tflite_path, measured, measured_on, detect, cfg, clips,
     np.savez(out / "golden.npz", **vectors)
     io.write_json(out / "golden.json", {
         "arrays": {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in vectors.items()},
-        "clips": [{**row, "model_top1": CLASSES[int(np.argmax(y))], "output_int8": y.tolist()}
-                  for row, y in zip(clip_rows, vectors["output_int8"])]})
+        "clips": [{**row, "model_top1": CLASSES[int(np.argmax(y))], "output_tensor": y.tolist()}
+                  for row, y in zip(clip_rows, vectors["output_tensor"])]})
     return out

@@ -201,6 +201,7 @@ SCHEMA = {
         "per_channel": Flag("int8 weights per output channel"),
         "equalize": Flag("exact cross-layer rescaling of TC-ResNet conv pairs before quantizing"),
         "max_int8_loss": Number(SHARE, "validation top-1 INT8 may lose before activations go to 16 bits"),
+        "activations": Choice(["auto", "int8", "16x8"], "activation precision (auto: int8, 16x8 past max_int8_loss)"),
         "sensitivity": Flag("per-layer sensitivity table for each PTQ model"),
         "sweep_methods": ListOf(Choice(["minmax", "percentile", "entropy"], ""), "calibration sweep methods"),
         "sweep_calib_clips": ListOf(Integer("[1, inf)", ""), "calibration sweep clip counts"),

@@ -33,7 +33,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from torchao.quantization.pt2e import allow_exported_model_train_eval, disable_observer, enable_observer
 from torchao.quantization.pt2e.observer import MinMaxObserver
 from torchao.quantization.pt2e.quantizer import (FixedQParamsQuantizationSpec, QuantizationAnnotation,
-                                                 SharedQuantizationSpec)
+                                                 QuantizationSpec, SharedQuantizationSpec)
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
 from kws import atomic, export, metrics, models
@@ -59,8 +59,6 @@ class _Features(CalibrationDataReader):
 # calibration methods by their params.yaml names (onnxruntime's CalibrationMethod)
 CALIBRATION = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
-# 16-bit activations as TFLite's "16x8" scheme has them: symmetric int16, zero point 0
-INT16 = {"quant_type": QuantType.QInt16}
 
 
 def calibration_method(name):
@@ -70,12 +68,12 @@ def calibration_method(name):
 
 
 def ptq(fp32_onnx_path, int8_onnx_path, calib_features, batch_size=64, method="minmax", per_channel=True,
-        int16_tensors=(), nodes_to_quantize=None, nodes_to_exclude=None, calibration_cache=None):
+        int16_activations=False, nodes_to_quantize=None, nodes_to_exclude=None, calibration_cache=None):
     """Post-training static INT8 quantization of an fp32 ONNX model (from export.to_onnx).
     Activation ranges come from running `calib_features` [N, n_mels, T] through the model with
     `method` (minmax | percentile | entropy); weights int8, per output channel unless
-    `per_channel` is False. `int16_tensors` (activation tensor names) get 16-bit activations, the
-    rest int8 (mixed precision; the file is then opset 21). `nodes_to_quantize` /
+    `per_channel` is False. `int16_activations`: every activation 16-bit, symmetric (zero point 0),
+    weights still int8: TFLite's "16x8" scheme (the file is then opset 21). `nodes_to_quantize` /
     `nodes_to_exclude` (node names) quantize only some layers (sensitivity analysis).
     `calibration_cache` (a JSON path) keeps the ranges of the first call for later calls on the
     same model and clips, so repeated quantizations calibrate once.
@@ -84,13 +82,13 @@ def ptq(fp32_onnx_path, int8_onnx_path, calib_features, batch_size=64, method="m
     if len(calib_features) == 0:
         raise ValueError("ptq: calib_features is empty")
     input_name = export.session(fp32_onnx_path).get_inputs()[0].name
-    overrides = {name: [dict(INT16)] for name in int16_tensors}
     with _quiet_ort(), atomic.writing(int8_onnx_path) as tmp:
         quantize_static(str(fp32_onnx_path), str(tmp), _Features(calib_features, input_name, batch_size),
-                        quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QInt8,
+                        quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                        activation_type=QuantType.QInt16 if int16_activations else QuantType.QInt8,
                         weight_type=QuantType.QInt8, calibrate_method=calibration_method(method),
                         nodes_to_quantize=nodes_to_quantize, nodes_to_exclude=nodes_to_exclude,
-                        extra_options={"TensorQuantOverrides": overrides} if overrides else None,
+                        extra_options={"ActivationSymmetric": bool(int16_activations)},
                         calibration_cache_path=calibration_cache)
     return int8_onnx_path
 
@@ -139,17 +137,24 @@ class _Quantizer(XNNPACKQuantizer):
         return model
 
 
-def _quantizer(is_qat):
+# TFLite's 16x8 activations: symmetric int16, zero point 0 (its int16 kernels assume it)
+INT16_ACTIVATION = QuantizationSpec(dtype=torch.int16, quant_min=-32767, quant_max=32767, is_dynamic=False,
+                                    qscheme=torch.per_tensor_symmetric,
+                                    observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-20))
+
+
+def _quantizer(is_qat, int16_activations=False):
     """The XNNPACK symmetric per-channel scheme (`_Quantizer`). For PTQ the activation observers
     are min/max, as in `ptq`'s CalibrationMethod.MinMax, so both PTQ routes pick the same ranges
-    from the same clips (the scheme's default histogram observer searches for narrower, clipping ones)."""
+    from the same clips (the scheme's default histogram observer searches for narrower, clipping ones).
+    `int16_activations` (PTQ only): every activation `INT16_ACTIVATION`, weights int8 (16x8)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*Quantizer is deprecated")  # see the import
         quantizer = _Quantizer()
     config = get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat)
     if not is_qat:
-        act = dataclasses.replace(config.input_activation,
-                                  observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
+        act = (INT16_ACTIVATION if int16_activations else
+               dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12)))
         config = dataclasses.replace(config, input_activation=act, output_activation=act)
     return quantizer.set_global(config)
 
@@ -227,13 +232,14 @@ def qat(model, example_input, train_fn):
     return convert(qat_model)
 
 
-def ptq_reference(model, calib_features, batch_size=64):
+def ptq_reference(model, calib_features, batch_size=64, int16_activations=False):
     """Post-training quantization of an fp32 torch model in PT2E: the same scheme and min/max
-    ranges over the same calibration clips [N, n_mels, T] as `ptq`, as a torch quantized reference."""
+    ranges over the same calibration clips [N, n_mels, T] as `ptq` (with 16-bit activations when
+    `int16_activations`), as a torch quantized reference."""
     if len(calib_features) == 0:
         raise ValueError("ptq_reference: calib_features is empty")
     calib = torch.as_tensor(np.asarray(calib_features, dtype=np.float32))
-    prepared = prepare_pt2e(_export(model, calib[:8], train=False), _quantizer(is_qat=False))
+    prepared = prepare_pt2e(_export(model, calib[:8], train=False), _quantizer(False, int16_activations))
     with torch.no_grad():
         for i in range(0, len(calib), batch_size):
             prepared(calib[i:i + batch_size])

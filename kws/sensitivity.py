@@ -43,18 +43,6 @@ def layers(fp32_onnx_path):
     return [(n.name, layer_label(n)) for n in graph.node if n.op_type not in NOT_LAYERS]
 
 
-def activation_tensors(int8_onnx_path, fp32_onnx_path):
-    """Names of the activation tensors a QDQ model quantizes (inputs of QuantizeLinear that are not
-    constants), in graph order, that the fp32 model has under the same name (quantize_static
-    renames a graph output it quantizes): what mixed precision can lift to 16 bits."""
-    graph = onnx.load(str(int8_onnx_path)).graph
-    consts = {t.name for t in graph.initializer}
-    fp32 = onnx.load(str(fp32_onnx_path)).graph
-    names = {i.name for i in fp32.input} | {o for n in fp32.node for o in n.output}
-    return list(dict.fromkeys(n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"
-                              and n.input[0] not in consts and n.input[0] in names))
-
-
 class Quantizer:
     """Repeated PTQ variants of one fp32 ONNX model on the same calibration clips (calibrated once,
     through quantize_static's calibration cache), each scored on validation clips."""
@@ -71,7 +59,7 @@ class Quantizer:
         return score(export.ort_logits(onnx_path, self.val_x), self.val_y, self.max_frr)
 
     def quantize(self, out=None, **variant):
-        """(path, validation score) of one PTQ variant (kws.quant.ptq keywords: int16_tensors,
+        """(path, validation score) of one PTQ variant (kws.quant.ptq keywords: int16_activations,
         nodes_to_quantize, nodes_to_exclude); written to `out`, or a scratch file."""
         self.n += 1
         path = Path(out) if out is not None else Path(self._dir.name) / f"variant{self.n}.onnx"

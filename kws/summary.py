@@ -22,58 +22,49 @@ def effort(stages):
     return total
 
 
-def int16_tensors(quantized, name):
-    """Activations the export stage lifted to 16 bits in model `name`'s INT8 ONNX file
-    (metrics/quantize.json's `models`; QAT files are never lifted)."""
-    return firmware.lifted_tensors(quantized, chain.int8_file(name))
-
-
-def model_row(name, latency_runs, firmware_metrics, quantized):
-    """One model's figures. Flash and arena twice: estimated from the INT8 ONNX graph (int8_bytes,
-    sram_*) and measured on its .tflite by TFLite Micro (tflite_bytes, tflm_arena_bytes)."""
+def model_row(name, latency_runs, firmware_metrics):
+    """One model's figures. Flash and arena twice: estimated from the integer ONNX graph (int8_bytes,
+    sram_*) and measured on its .tflite by TFLite Micro (tflite_bytes, tflm_arena_bytes); precision,
+    for an INT8 model, the activations its .tflite carries (int8 or 16x8)."""
     _, label, step, stages = chain.MODELS[name]
     n_params = models.n_params(checkpoint.load(chain.checkpoint_file(name))[0])
     int8 = footprint.summarize(chain.int8_file(name), n_runs=latency_runs)
     measured = firmware.measured_figures(firmware_metrics, chain.int8_file(name))
     head = io.read_json(chain.eval_file(name))
-    return {"label": label, "step": step, "precision": "int8" if name in chain.INT8 else "fp32",
+    return {"label": label, "step": step, "precision": measured["precision"] if name in chain.INT8 else "fp32",
             "params": n_params, "macs": int8["macs"], "fp32_bytes": 4 * n_params,
             "int8_bytes": int8["flash"]["total"], "sram_liveness": int8["sram_liveness"]["bytes"],
             "sram_planned": int8["sram_planned"], "tflite_bytes": measured["flash_bytes_measured"],
             "tflm_arena_bytes": measured["arena_bytes_measured"],
             "latency_fp32_ms": footprint.latency_ms(chain.fp32_file(name), n_runs=latency_runs)["median_ms"],
-            "latency_int8_ms": int8["latency"]["median_ms"], "int16_tensors": int16_tensors(quantized, name),
+            "latency_int8_ms": int8["latency"]["median_ms"],
             **head, "effort": effort(stages)}
 
 
 def selection(rows, budget_bytes, arena_budget_bytes):
     """The deployed model and why: of the INT8 models whose .tflite fits the flash budget and whose
     TFLM tensor arena fits the RAM budget (both measured), the highest validation top-1, then the
-    lowest validation FAR. Test figures play no part, so they stay unbiased.
-
-    A model whose figures need activations lifted to 16 bits is not a candidate: the lift is in its
-    ONNX file only, and the .tflite that firmware gets is all-int8, so neither its accuracy nor
-    its bytes would be what ships."""
+    lowest validation FAR. Test figures play no part, so they stay unbiased. A 16x8 model competes
+    like any other: its .tflite carries the precision it was scored at, and its measured bytes are
+    the 16-bit ones."""
     candidates = {n: {"tflite_bytes": rows[n]["tflite_bytes"], "tflm_arena_bytes": rows[n]["tflm_arena_bytes"],
                       "fits_budget": (rows[n]["tflite_bytes"] <= budget_bytes
                                       and rows[n]["tflm_arena_bytes"] <= arena_budget_bytes),
-                      "int16_tensors": rows[n]["int16_tensors"], "tflite_as_evaluated": not rows[n]["int16_tensors"],
+                      "precision": rows[n]["precision"],
                       "val_top1": rows[n]["val_top1"], "val_far_macro": rows[n]["val_far_macro"]}
                   for n in chain.INT8}
-    fitting = [n for n, c in candidates.items() if c["fits_budget"] and c["tflite_as_evaluated"]]
+    fitting = [n for n, c in candidates.items() if c["fits_budget"]]
     if not fitting:
-        sizes = ", ".join(f"{n} {c['tflite_bytes']} B flash / {c['tflm_arena_bytes']} B arena"
-                          + (f" / 16-bit {c['int16_tensors']} (ONNX only)" if c["int16_tensors"] else "")
+        sizes = ", ".join(f"{n} {c['tflite_bytes']} B flash / {c['tflm_arena_bytes']} B arena ({c['precision']})"
                           for n, c in candidates.items())
         raise ValueError(f"no INT8 model fits distill.budget_bytes={budget_bytes} and distill.arena_budget_bytes="
-                         f"{arena_budget_bytes} as measured on its .tflite with the precision it was evaluated at "
-                         f"({sizes}); pick a smaller student, or raise quantize.max_int8_loss so that no tensor "
-                         "is lifted to 16 bits")
+                         f"{arena_budget_bytes} as measured on its .tflite ({sizes}); pick a smaller student, or "
+                         "raise quantize.max_int8_loss so that fewer models go to 16-bit activations (16x8)")
     def key(n):
         return candidates[n]["val_top1"], -candidates[n]["val_far_macro"]
     best = max(fitting, key=key)  # on a tie, the first in chain order
     return best, {"rule": ".tflite within budget_bytes (flash) and TFLM arena within arena_budget_bytes (RAM), "
-                          "no 16-bit activations (the .tflite route is int8 only); highest validation top-1, then lowest validation FAR, then chain order",
+                          "highest validation top-1, then lowest validation FAR, then chain order",
                   "tied_with": [n for n in fitting if n != best and key(n) == key(best)],
                   "candidates": candidates}
 
@@ -92,9 +83,8 @@ def paired_tests(deployed_name):
             for key, (a, b) in pairs.items()}
 
 
-def build(dataset_report, firmware_metrics, quantize_metrics, max_frr, budget_bytes, arena_budget_bytes,
-          latency_runs=200):
-    rows = {name: model_row(name, latency_runs, firmware_metrics, quantize_metrics["models"]) for name in chain.MODELS}
+def build(dataset_report, firmware_metrics, max_frr, budget_bytes, arena_budget_bytes, latency_runs=200):
+    rows = {name: model_row(name, latency_runs, firmware_metrics) for name in chain.MODELS}
     best, why = selection(rows, budget_bytes, arena_budget_bytes)
     counts = dataset_report["counts"]
     return {"dataset": {"source": dataset_report["source"], "root": dataset_report["root"],

@@ -1,6 +1,6 @@
 """export: fp32 ONNX and post-training-quantized ONNX (QDQ) of every trained model, and the feature
-config beside them -> models/onnx/; per model, what INT8 costs on validation and any 16-bit lifts
-it took (kws.mixed), the per-layer sensitivity of the chain's PTQ models and a calibration sweep on
+config beside them -> models/onnx/; per model, what INT8 costs on validation and whether it went
+to 16-bit activations (16x8, kws.mixed), the per-layer sensitivity of the chain's PTQ models and a calibration sweep on
 the distilled student (kws.sensitivity) -> metrics/export.json, metrics/quantize.json."""
 import time
 from pathlib import Path
@@ -50,18 +50,18 @@ def main():
         fp32, int8 = OUT / f"{name}.fp32.onnx", OUT / f"{name}.int8.onnx"
         report = mixed.quantize_model(model, calib_x[:8], fp32, int8, calib, val_x, val_y, max_frr,
                                       equalize=q["equalize"], max_int8_loss=q["max_int8_loss"], method=q["method"],
-                                      per_channel=q["per_channel"])
-        mixed.check_precision(int8, report["int16_tensors"])  # the file carries the precision chosen
+                                      per_channel=q["per_channel"], activations=q["activations"])
+        mixed.check_precision(int8, report["precision"])  # the file carries the precision chosen
         agree = metrics.top1_agreement(export.ort_logits(int8, test_x), {"fp32": export.ort_logits(fp32, test_x)})["fp32"]
         headline[name] = {"ptq_top1_agreement_with_fp32": agree, "val_top1_fp32": report["fp32"]["top1"],
                           "val_top1_int8": report["int8"]["top1"], "val_top1_shipped": report["final"]["top1"],
-                          "int16_tensors": len(report["int16_tensors"]),
+                          "activation_bits": 16 if report["precision"] == "16x8" else 8,
                           "arena_extra_bytes": report["bytes"]["arena_extra"],
                           "flash_extra_bytes": report["bytes"]["flash_extra"]}
         details["models"][name] = report
         print(f"[export] {name}: {fp32.name}, {int8.name}: validation top-1 fp32 {report['fp32']['top1']:.2%}, "
-              f"INT8 {report['int8']['top1']:.2%}, shipped {report['final']['top1']:.2%} with "
-              f"{len(report['int16_tensors'])} 16-bit tensors; INT8 agrees with fp32 on {agree:.1%} of test clips",
+              f"INT8 {report['int8']['top1']:.2%}, shipped {report['final']['top1']:.2%} as {report['precision']}; "
+              f"it agrees with fp32 on {agree:.1%} of test clips",
               flush=True)
         if q["sensitivity"] and name in ptq_models():
             t_diag = time.time()

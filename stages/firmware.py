@@ -1,8 +1,8 @@
-"""firmware: an INT8 .tflite of every INT8 model in the chain (litert-torch, from its PT2E torch
+"""firmware: an integer .tflite of every INT8 model in the chain (litert-torch, from its PT2E torch
 quantized reference: the QAT student as trained, the PTQ copies calibrated on the export stage's
-clips), top-1 parity with its ONNX INT8 model and with the reference on the test split (TFLM
-runs the .tflite), and flash, tensor arena and ops measured by TFLite Micro
--> models/tflite/, metrics/firmware.json."""
+clips at the precision it chose, int8 or 16x8), top-1 parity with its ONNX model and with the
+reference on the test split (TFLM runs the .tflite), and flash, tensor arena and ops measured by
+TFLite Micro -> models/tflite/, metrics/firmware.json."""
 import time
 
 import torch
@@ -12,24 +12,20 @@ from kws import chain, checkpoint, equalize, export, firmware, io, metrics, mode
 QAT_REFERENCE = ("student_qat", "models/qat/student_qat.pt2")  # written by the qat stage
 
 
-def references(cfg, calib_x, q):
-    """(chain model name, torch quantized reference) of every INT8 model: the PTQ copy of each
-    fp32 model (equalized and calibrated as the export stage did, `quantize` block `q`; min/max
-    ranges and int8 activations only: the parity check below says whether that stands in for an
-    ONNX file calibrated otherwise or with 16-bit lifts), then the QAT student."""
+def references(cfg, calib_x, q, quantized):
+    """(chain model name, precision, torch quantized reference) of every INT8 model: the PTQ copy
+    of each fp32 model (equalized and calibrated as the export stage did, `quantize` block `q`,
+    at the precision it chose, from `quantized`: metrics/quantize.json's `models`; min/max ranges:
+    the parity check below says whether that stands in for an ONNX file calibrated otherwise),
+    then the QAT student (int8)."""
     for name in chain.FP32:
         model, _ = checkpoint.load(chain.checkpoint_file(name), cfg)
         model = equalize.equalize(model) if q["equalize"] else model
-        yield name, quant.ptq_reference(model, calib_x[:q["calib_clips"]])
+        precision = quantized[name]["precision"]
+        yield name, precision, quant.ptq_reference(model, calib_x[:q["calib_clips"]],
+                                                   int16_activations=precision == "16x8")
     name, path = QAT_REFERENCE
-    yield name, quant.load_reference(path)
-
-
-def gated(parity, int16_tensors):
-    """The agreements the min_parity gate holds a .tflite to: with its ONNX INT8 model and its torch
-    reference, but not with an ONNX model the export stage lifted to 16-bit activations, which is a
-    different model by design (the summary never deploys it)."""
-    return {k: v for k, v in parity.items() if not (k == "onnx" and int16_tensors)}
+    yield name, "int8", quant.load_reference(path)
 
 
 def main():
@@ -39,27 +35,27 @@ def main():
     test_x, _ = io.load_split("test")
     quantized = io.read_json("metrics/quantize.json")["models"]
     report = {}
-    for name, reference in references(cfg, calib_x, io.params("quantize")):
+    for name, precision, reference in references(cfg, calib_x, io.params("quantize"), quantized):
         onnx_path = chain.int8_file(name)
         tflite = firmware.to_tflite(reference, calib_x[:8], chain.tflite_file(name))
         model_bytes = tflite.read_bytes()
+        if firmware.precision(model_bytes) != precision:
+            raise SystemExit(f"[firmware] {tflite} has {firmware.precision(model_bytes)} input/output, but the "
+                             f"export stage chose {precision} for {name} (metrics/quantize.json)")
         got = firmware.run(model_bytes, test_x.numpy())
         want = {"onnx": export.ort_logits(onnx_path, test_x), "torch": models.logits(reference, test_x).numpy()}
         parity = metrics.top1_agreement(got, want)
         _, (out_step, _) = firmware.io_quantization(model_bytes)
         clear = metrics.top1_agreement(got, want, tie_margin=firmware.NEAR_TIE_STEPS * out_step)
         figures = firmware.measure(tflite, test_x[:p["probe_clips"]].numpy())
-        int16 = firmware.lifted_tensors(quantized, tflite)
-        report[firmware.model_key(tflite)] = {**figures, "parity": parity, "parity_clear": clear,
-                                              "onnx_int16_tensors": int16}
-        print(f"[firmware] {tflite}: flash {figures['flash_bytes']} B, arena {figures['arena_bytes']} B, "
-              f"top-1 agrees with ONNX {parity['onnx']:.2%} ({clear['onnx']:.2%} of clear clips)"
-              f"{' (16-bit lifts in the ONNX: not gated)' * bool(int16)}, torch {parity['torch']:.2%} "
-              f"({clear['torch']:.2%})", flush=True)
-        checked = gated(clear, int16)
-        worst = min(checked, key=checked.get)
-        if checked[worst] < p["min_parity"]:
-            raise SystemExit(f"[firmware] {name}: {tflite} (TFLM) agrees with the {worst} INT8 model on "
+        report[firmware.model_key(tflite)] = {**figures, "precision": precision, "parity": parity,
+                                              "parity_clear": clear}
+        print(f"[firmware] {tflite} ({precision}): flash {figures['flash_bytes']} B, arena {figures['arena_bytes']} B, "
+              f"top-1 agrees with ONNX {parity['onnx']:.2%} ({clear['onnx']:.2%} of clear clips), "
+              f"torch {parity['torch']:.2%} ({clear['torch']:.2%})", flush=True)
+        worst = min(clear, key=clear.get)
+        if clear[worst] < p["min_parity"]:
+            raise SystemExit(f"[firmware] {name}: {tflite} (TFLM) agrees with the {worst} {precision} model on "
                              f"{clear[worst]:.2%} of the test clips whose decision is clear (its top-1 ahead by "
                              f"more than {firmware.NEAR_TIE_STEPS} output steps; {parity[worst]:.2%} of all), "
                              f"below firmware.min_parity={p['min_parity']:.2%}: a conversion fault, not rounding")

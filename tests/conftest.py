@@ -86,4 +86,5 @@ def tiny(tmp_path_factory):
     calib, test = torch.randn(64, 40, 101), torch.randn(32, 40, 101)
     reference = quant.ptq_reference(model, calib)
     path = firmware.to_tflite(reference, calib[:8], tmp_path_factory.mktemp("tflite") / "tiny.int8.tflite")
-    return {"reference": reference, "bytes": path.read_bytes(), "path": path, "test": test.numpy()}
+    return {"reference": reference, "bytes": path.read_bytes(), "path": path, "test": test.numpy(),
+            "model": model, "calib": calib}

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kws import export, firmware, metrics, models, quant
+from kws import export, firmware, metrics, mixed, models, quant
 from test_quant import N_CLASSES, toy_batch, train
 
 def with_trained_statistics(model, seed=0):
@@ -107,3 +107,13 @@ def test_bc_resnet_is_built_channels_last_and_trains():
         F.cross_entropy(out, y).backward()
     grads = [torch.cat([p.grad.flatten() for p in m.parameters()]) for m in (net, nchw)]
     assert float((grads[0] - grads[1]).norm() / grads[1].norm()) < 1e-10
+
+
+def test_16x8_is_refused_for_bc_resnet_by_name(toy, tmp_path):
+    """No 16x8 .tflite route for its broadcast adds (kws.mixed.runs_16x8): forcing it is a clear error;
+    auto keeps it INT8 (tested with the planted outlier on a TC-ResNet, tests/test_outlier.py)."""
+    y = np.zeros(len(toy["test"]), dtype=np.int64)
+    with pytest.raises(ValueError, match=r"quantize.activations=16x8: m.fp32.onnx has no 16x8 .tflite route"):
+        mixed.quantize_model(toy["model"], toy["test"][:8], tmp_path / "m.fp32.onnx", tmp_path / "m.int8.onnx",
+                             toy["calib"].numpy(), toy["test"].numpy(), y, 0.01, equalize=False, max_int8_loss=0.005,
+                             method="minmax", per_channel=True, activations="16x8")

@@ -50,7 +50,7 @@ def model_entry(name):
             "far_macro": far, "far_macro_lo": round(far * 0.5, 4), "far_macro_hi": round(far * 1.8 + 0.0005, 4),
             "frr_macro": 0.012, "far_worst": round(far * 2.6, 4),
             "worst_keyword": worst, "far_filler": round(far / 2, 4), "far_macro_test_thr": round(far * 0.7, 4),
-            "val_top1": VAL_TOP1[name], "val_far_macro": round(far * 0.9, 4), "int16_tensors": [],
+            "val_top1": VAL_TOP1[name], "val_far_macro": round(far * 0.9, 4),
             "effort": {"clip_epochs": sum(STAGE_EFFORT[s][0] for s in stages),
                        "wall_s": sum(STAGE_EFFORT[s][1] for s in stages), "steps": stages}}
 
@@ -291,12 +291,14 @@ def test_a_validation_tie_is_said_in_the_memo(tmp_path):
         tmp_path / "memo" / "MEMO.md").read_text()
 
 
-def test_a_model_lifted_to_16_bits_is_said_not_to_be_a_candidate(tmp_path):
+def test_a_16x8_model_is_named_as_such(tmp_path):
     s = write_metrics(tmp_path / "metrics")
-    s["models"]["pruned_wide_ptq"]["int16_tensors"] = ["features"]
+    for name in ("pruned_wide_ptq", s["deployed"]):
+        s["models"][name]["precision"] = "16x8"
     s["selection"] = summary_selection(s["models"])[1]
     (tmp_path / "metrics" / "summary.json").write_text(json.dumps(s))
     memo.write_memo(tmp_path / "metrics", tmp_path / "memo")
     text = (tmp_path / "memo" / "MEMO.md").read_text()
     assert "of the 3 INT8 models within the flash and RAM budgets" in text
-    assert "Not candidates: Pruned, wide + PTQ INT8 (`features`)" in text and "all-int8" in text
+    assert "At 16x8 (int16 activations, int8 weights)" in text and "Pruned, wide + PTQ INT8" in text
+    assert "the deployed model among them: the firmware build needs TFLM's int16 kernels" in text

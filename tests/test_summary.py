@@ -11,7 +11,7 @@ ARENA = 65536
 def rows(**over):
     """Every model within budget at 0.90 validation and test top-1, FAR 1%; `over` sets some fields."""
     base = {n: {"tflite_bytes": 40000, "tflm_arena_bytes": 16000, "val_top1": 0.90, "val_far_macro": 0.01, "top1": 0.90, "far_macro": 0.01,
-                "int16_tensors": []} for n in chain.MODELS}
+                "precision": "int8"} for n in chain.MODELS}
     for name, fields in over.items():
         base[name].update(fields)
     return base
@@ -55,19 +55,14 @@ def test_models_over_the_ram_budget_are_never_deployed():
         summary.selection(rows(**{n: {"tflm_arena_bytes": ARENA + 1} for n in chain.INT8}), BUDGET, ARENA)
 
 
-def test_models_lifted_to_16_bits_are_never_deployed():
-    """Their figures are the mixed ONNX model's, but the .tflite that firmware gets is all-int8."""
-    r = rows(pruned_wide_ptq={"val_top1": 0.99, "int16_tensors": ["features"]}, student_ptq={"val_top1": 0.95})
+def test_a_16x8_model_competes_on_its_measured_bytes():
+    """Its .tflite carries the precision it was scored at, so it is a candidate like any other,
+    held to the budgets by the 16-bit arena TFLM measured."""
+    r = rows(pruned_wide_ptq={"val_top1": 0.99, "precision": "16x8"}, student_ptq={"val_top1": 0.95})
     best, why = summary.selection(r, BUDGET, ARENA)
-    assert best == "student_ptq" and not why["candidates"]["pruned_wide_ptq"]["tflite_as_evaluated"]
-    assert why["candidates"]["pruned_wide_ptq"]["fits_budget"]
-    with pytest.raises(ValueError, match=r"pruned_wide_ptq .*16-bit \['features'\].*quantize.max_int8_loss"):
-        summary.selection(rows(**{n: {"int16_tensors": ["features"]} for n in chain.INT8}), BUDGET, ARENA)
-
-
-def test_lifted_tensors_are_read_for_the_ptq_files_only():
-    quantized = {"pruned_wide": {"int16_tensors": ["features"]}, "student_kd": {"int16_tensors": []}}
-    assert summary.int16_tensors(quantized, "pruned_wide_ptq") == ["features"]
-    assert summary.int16_tensors(quantized, "pruned_wide") == ["features"]  # its footprint is that file's
-    assert summary.int16_tensors(quantized, "student_ptq") == []
-    assert summary.int16_tensors(quantized, "student_qat") == []
+    assert best == "pruned_wide_ptq" and why["candidates"]["pruned_wide_ptq"]["precision"] == "16x8"
+    r["pruned_wide_ptq"]["tflm_arena_bytes"] = ARENA + 1
+    assert summary.selection(r, BUDGET, ARENA)[0] == "student_ptq"
+    with pytest.raises(ValueError, match=r"pruned_wide_ptq .*\(16x8\).*quantize.max_int8_loss"):
+        summary.selection(rows(**{n: {"precision": "16x8", "tflm_arena_bytes": ARENA + 1} for n in chain.INT8}),
+                          BUDGET, ARENA)
