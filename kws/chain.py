@@ -33,6 +33,12 @@ FP32 = [n for n, (path, *_) in MODELS.items() if path.endswith(".pt")]
 INT8 = [n for n, (path, *_) in MODELS.items() if path.endswith(".onnx")]
 
 
+def label(name, precision="int8"):
+    """Model `name`'s label, naming 16x8 where its .tflite carries int16 activations."""
+    text = MODELS[name][1]
+    return text.replace("INT8", "16x8") if precision == "16x8" else text
+
+
 def fp32_source(name):
     """The fp32 model behind `name`: itself, or the one it was quantized from."""
     return QUANTIZED_FROM.get(name, name)

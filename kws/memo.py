@@ -453,8 +453,8 @@ def precision_sentence(s):
         return ""
     names = ", ".join(f"{s['models'][n]['label']}" for n in wide)
     deployed = " (the deployed model among them: the firmware build needs TFLM's int16 kernels)" * (s["deployed"] in wide)
-    return (f" At 16x8 (int16 activations, int8 weights), because INT8 lost more than `quantize.max_int8_loss` of "
-            f"validation top-1: {names}{deployed}; each .tflite carries that precision and its bytes are measured on it.")
+    return (f" At 16x8 (int16 activations, int8 weights; why: the Quantization paragraph): {names}{deployed}; "
+            "each .tflite carries that precision and its bytes are measured on it.")
 
 
 def stream_paragraph(stream, s):
@@ -618,9 +618,10 @@ def quantization_markdown(s, q):
     losses = ", ".join(f"{n} {change(r['int8']['top1'] - r['fp32']['top1'], 1)}" for n, r in q["models"].items())
     forced = cfg.get("activations", "auto")
     if forced != "auto":
-        decision = (f"Not applied: `quantize.activations` sets {forced} for every PTQ model"
+        decision = (f"The budget does not decide: `quantize.activations: {forced}` puts every PTQ model at {forced}"
                     + "".join(f"; `{n}` 16x8 {pct(r['16x8']['top1'])}, +{r['bytes']['arena_extra']} B arena (planned)"
-                              for n, r in q["models"].items() if r["precision"] == "16x8"))
+                              for n, r in q["models"].items() if r["precision"] == "16x8")
+                    + "".join(f"; `{n}` **over budget**" for n, r in q["models"].items() if not r["within_budget"]))
     else:
         decision = "Over budget: " + ("; ".join(precision_decision(n, r) for n, r in q["models"].items()
                                                 if r["fp32"]["top1"] - r["int8"]["top1"] > r["max_int8_loss"])

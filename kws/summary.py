@@ -26,12 +26,13 @@ def model_row(name, latency_runs, firmware_metrics):
     """One model's figures. Flash and arena twice: estimated from the integer ONNX graph (int8_bytes,
     sram_*) and measured on its .tflite by TFLite Micro (tflite_bytes, tflm_arena_bytes); precision,
     for an INT8 model, the activations its .tflite carries (int8 or 16x8)."""
-    _, label, step, stages = chain.MODELS[name]
+    _, _, step, stages = chain.MODELS[name]
     n_params = models.n_params(checkpoint.load(chain.checkpoint_file(name))[0])
     int8 = footprint.summarize(chain.int8_file(name), n_runs=latency_runs)
     measured = firmware.measured_figures(firmware_metrics, chain.int8_file(name))
     head = io.read_json(chain.eval_file(name))
-    return {"label": label, "step": step, "precision": measured["precision"] if name in chain.INT8 else "fp32",
+    precision = measured["precision"] if name in chain.INT8 else "fp32"
+    return {"label": chain.label(name, precision), "step": step, "precision": precision,
             "params": n_params, "macs": int8["macs"], "fp32_bytes": 4 * n_params,
             "int8_bytes": int8["flash"]["total"], "sram_liveness": int8["sram_liveness"]["bytes"],
             "sram_planned": int8["sram_planned"], "tflite_bytes": measured["flash_bytes_measured"],

@@ -59,7 +59,8 @@ def main():
     t0 = time.time()
     cfg = io.feature_config()
     wave, manifest, _ = dataset.load("data/dataset")
-    deployed = io.read_json("metrics/summary.json")["deployed"]
+    summary = io.read_json("metrics/summary.json")
+    deployed = summary["deployed"]
     paths = {"teacher": chain.MODELS["teacher"][0], deployed: chain.MODELS[deployed][0]}
     scorers = {n: evaluation.logits_fn(path, cfg) for n, path in paths.items()}
     # one generator per split: the test streams stay the same audio whatever the validation settings
@@ -76,14 +77,14 @@ def main():
         thr = stream_eval.choose_thresholds(val[n], hours_val, p["target_fa_per_hour"])
         sources = [src for times, smoothed, events, ids in test_streams
                    for src in stream_eval.false_accept_sources(times, smoothed[n], events, ids, refractory, thr)]
-        models[n] = {"path": path, "label": chain.MODELS[n][1], "thresholds": thr,
+        models[n] = {"path": path, "label": summary["models"][n]["label"], "thresholds": thr,
                      "test": {**stream_eval.at(test[n], hours_test, thr),
                               "false_accept_sources": stream_eval.source_summary(sources)},
                      "val": {k: v for k, v in stream_eval.at(val[n], hours_val, thr).items() if k != "per_keyword"},
                      "test_per_snr": {str(snr): {k: v for k, v in stream_eval.at(s[n], per_snr_hours, thr).items()
                                                  if k != "per_keyword"} for snr, s in test_snr.items()}}
-        curves[chain.MODELS[n][1]] = rows = stream_eval.det_rows(test[n], hours_test)
-        points[chain.MODELS[n][1]] = models[n]["test"]
+        curves[models[n]["label"]] = rows = stream_eval.det_rows(test[n], hours_test)
+        points[models[n]["label"]] = models[n]["test"]
         atomic.write_text(DET_DIR / f"det_{'teacher' if n == 'teacher' else 'deployed'}.csv",
                           pd.DataFrame(rows).to_csv(index=False))
     stream_eval.plot_det(curves, points, f"Streaming DET on {hours_test:.2g} h of test streams "

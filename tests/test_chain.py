@@ -45,3 +45,9 @@ def test_distillation_depends_on_every_model_that_can_teach():
     teachers = runpy.run_path(str(DVC_YAML.parent / "stages" / "distill.py"))["TEACHERS"]
     deps = yaml.safe_load(DVC_YAML.read_text())["stages"]["distill"]["deps"]
     assert set(teachers["chain"]) <= set(teachers["ensemble"]) <= set(deps)
+
+
+def test_a_label_names_the_precision_its_tflite_carries():
+    assert chain.label("student_ptq") == "Student, KD + PTQ INT8"
+    assert chain.label("student_ptq", "16x8") == "Student, KD + PTQ 16x8"
+    assert chain.label("teacher", "fp32") == chain.MODELS["teacher"][1]

@@ -294,11 +294,11 @@ def test_a_validation_tie_is_said_in_the_memo(tmp_path):
 def test_a_16x8_model_is_named_as_such(tmp_path):
     s = write_metrics(tmp_path / "metrics")
     for name in ("pruned_wide_ptq", s["deployed"]):
-        s["models"][name]["precision"] = "16x8"
+        s["models"][name].update(precision="16x8", label=chain.label(name, "16x8"))
     s["selection"] = summary_selection(s["models"])[1]
     (tmp_path / "metrics" / "summary.json").write_text(json.dumps(s))
     memo.write_memo(tmp_path / "metrics", tmp_path / "memo")
     text = (tmp_path / "memo" / "MEMO.md").read_text()
     assert "of the 3 INT8 models within the flash and RAM budgets" in text
-    assert "At 16x8 (int16 activations, int8 weights)" in text and "Pruned, wide + PTQ INT8" in text
+    assert "At 16x8 (int16 activations, int8 weights" in text and "Pruned, wide + PTQ 16x8" in text
     assert "the deployed model among them: the firmware build needs TFLM's int16 kernels" in text

@@ -74,6 +74,19 @@ def test_a_16x8_decision_is_given_with_its_scores_and_bytes(memo_with):
     assert "`student_kd` INT8 95.0% (fp32 96.8%): kept INT8, **over budget**: this family has no verified 16x8" in text
 
 
+def test_a_forced_precision_is_said_to_be_the_setting_not_the_budget(memo_with):
+    q = quantize_json()
+    q["settings"]["activations"] = "16x8"
+    q["models"]["student_kd"] = model_report("chosen")
+    text, _ = memo_with(q)
+    assert ("The budget does not decide: `quantize.activations: 16x8` puts every PTQ model at 16x8; "
+            "`student_kd` 16x8 96.6%, +4848 B arena (planned)") in text
+    q["settings"]["activations"] = "int8"
+    q["models"]["student_kd"] = model_report("unavailable")
+    text, _ = memo_with(q)
+    assert "`quantize.activations: int8` puts every PTQ model at int8; `student_kd` **over budget**" in text
+
+
 def test_without_a_quantization_report_the_memo_has_no_section(tmp_path):
     write_metrics(tmp_path / "metrics")
     memo.write_memo(tmp_path / "metrics", tmp_path / "memo")
