@@ -76,6 +76,13 @@ def interpreter(model_bytes, arena_bytes):
 NEAR_TIE_STEPS = 2
 
 
+def output_steps(got, want, out_step):
+    """Mean and largest |difference| between two sets of logits, in output steps of the .tflite:
+    one or two is rounding; a deep net of many requantizing ops (BC-ResNet) accumulates more."""
+    d = np.abs(np.asarray(got) - np.asarray(want)) / out_step
+    return {"mean": float(d.mean()), "max": float(d.max())}
+
+
 def _qparams(details):
     q = details["quantization_parameters"]
     return float(q["scales"][0]), int(q["zero_points"][0])

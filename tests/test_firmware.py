@@ -102,3 +102,10 @@ def test_interpreter_refuses_float_io(tmp_path):
 def test_16x8_is_offered_to_tc_resnets_only():
     assert mixed.runs_16x8(models.build(*models.preset("tc_resnet8", 0.5, 40, 12)))
     assert not mixed.runs_16x8(models.build(*models.preset("bc_resnet", 1.0, 40, 12)))
+
+
+def test_output_steps_measures_the_spread_in_output_steps():
+    got = np.array([[0.0, 1.0], [2.0, 0.5]])
+    want = np.array([[0.1, 1.0], [1.6, 0.5]])
+    steps = firmware.output_steps(got, want, out_step=0.1)
+    assert steps["max"] == pytest.approx(4.0) and steps["mean"] == pytest.approx(1.25)

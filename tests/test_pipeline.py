@@ -111,6 +111,8 @@ def test_dvc_repro_runs_the_dag_and_caches(repo):
     for name, row in firmware["models"].items():
         assert row["flash_bytes"] == (repo / f"models/tflite/{name}.int8.tflite").stat().st_size, name
         assert row["arena_bytes"] > 0 and min(row["parity_clear"].values()) >= TINY["firmware"]["min_parity"], name
+        assert set(row["output_diff_steps"]) == {"onnx", "torch"}, name
+        assert all(0 <= d["mean"] <= d["max"] for d in row["output_diff_steps"].values()), name
     handoff = json.loads((repo / "models/firmware/manifest.json").read_text())
     assert handoff["model"] == summary["deployed"] and handoff["classes"] == CLASSES
     golden = np.load(repo / "models/firmware/golden.npz")  # real test clips: a port from the manifest matches
