@@ -576,7 +576,8 @@ def precision_decision(name, r):
     """One over-budget model: what INT8 and 16x8 scored on validation, what was chosen, and the bytes."""
     if r["16x8"] is None:
         return (f"`{name}` INT8 {pct(r['int8']['top1'])} (fp32 {pct(r['fp32']['top1'])}): kept INT8, **over budget**: "
-                "this family has no verified 16x8 .tflite route (BC-ResNet's broadcast adds); QAT is its way back")
+                "this family has no verified 16x8 .tflite route (BC-ResNet's broadcast adds); QAT is the remaining way "
+                "back, if it wins anything (PTQ vs QAT below)")
     if r["precision"] == "int8":
         return (f"`{name}` INT8 {pct(r['int8']['top1'])}, 16x8 {pct(r['16x8']['top1'])} (fp32 {pct(r['fp32']['top1'])}): "
                 "kept INT8, as 16x8 won nothing back (what INT8 loses there is weight rounding)")

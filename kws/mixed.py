@@ -10,10 +10,13 @@ Measured here with litert-torch 0.10: a per-tensor mix converts only for a regio
 the model input and ends on a conv output, and then only through private converter flags; other
 mixes fail to convert, leave float ops, or run wrong in TFLM. The per-layer sensitivity table
 (kws.sensitivity) still names the layers that need the range."""
+import shutil
 from pathlib import Path
 
+import onnx
+
+from kws import atomic, export, footprint, models, sensitivity
 from kws import equalize as kws_equalize
-from kws import export, footprint, models, sensitivity
 
 
 def runs_16x8(model):
@@ -40,10 +43,11 @@ def ptq_within_budget(fp32_onnx_path, int8_onnx_path, calib, val_x, val_y, max_i
     report = {"fp32": fp32, "int8": int8, "max_int8_loss": max_int8_loss, "precision": "int8", "16x8": None}
     over = fp32["top1"] - int8["top1"] > max_int8_loss
     if activations == "16x8" or (activations == "auto" and over and allow_16x8):
-        _, report["16x8"] = q.quantize(int16_activations=True)
+        path_16x8, report["16x8"] = q.quantize(int16_activations=True)
         if activations == "16x8" or report["16x8"]["top1"] > int8["top1"]:
             report["precision"] = "16x8"
-            q.quantize(int8_onnx_path, int16_activations=True)
+            with atomic.writing(int8_onnx_path) as tmp:  # the scored file itself, not a second quantization
+                shutil.copyfile(path_16x8, tmp)
     report["final"] = report["16x8"] if report["precision"] == "16x8" else int8
     report["within_budget"] = fp32["top1"] - report["final"]["top1"] <= max_int8_loss
     report["bytes"] = byte_cost(int8_onnx_path)
@@ -54,11 +58,12 @@ def byte_cost(onnx_path):
     """What a QDQ model's activation precision costs on an MCU (batch 1) against all-int8: arena,
     the greedy-planned activation arena at its precision and at 1 byte an element; flash, the
     16x8 kernels' int64 biases over int32 ones (0 for an int8 model)."""
-    tensors, steps = footprint.activation_graph(onnx_path, bytes_per_element=1)
-    wide = footprint.precision(onnx_path) == "16x8"
+    model = onnx.load(str(onnx_path))  # read once for the three footprint calls
+    tensors, steps = footprint.activation_graph(model, bytes_per_element=1)
+    wide = footprint.precision(model) == "16x8"
     arena_int8 = footprint.peak_sram_planned(tensors, steps)[0]
     arena = footprint.peak_sram_planned({t: b * (1 + wide) for t, b in tensors.items()}, steps)[0]
-    flash = footprint.flash_bytes(onnx_path)["biases"] // 2 if wide else 0
+    flash = footprint.flash_bytes(model)["biases"] // 2 if wide else 0
     return {"arena_int8": arena_int8, "arena": arena, "arena_extra": arena - arena_int8, "flash_extra": flash}
 
 
