@@ -175,6 +175,7 @@ SCHEMA = {
     },
     "prune": {
         "ratio": Number("(0, 0.9]", "channels removed at the narrow pruned model"),
+        "wide_ratio": Number("[0, 0.9]", "channels removed at the wide pruned model (0: halfway to ratio)"),
         "importance": Choice(["l1", "l2", "bn_scale", "taylor"], "channel importance criterion"),
         "steps": Integer("[1, inf)", "iterative pruning steps"),
     },

@@ -18,13 +18,26 @@ IMPORTANCE = {
 MAX_RATIO = 0.9
 
 
-def widths(ratio):
-    """The two intermediate widths for prune.ratio (channels removed at the narrow one):
-    evenly spaced, so 0.5 -> (0.75, 0.5) and 0.6 -> (0.7, 0.4)."""
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= MAX_RATIO:
+def _fraction(value, lo_open):
+    number = not isinstance(value, bool) and isinstance(value, (int, float))
+    return number and (0 < value if lo_open else 0 <= value) and value <= MAX_RATIO
+
+
+def widths(ratio, wide_ratio=0.0):
+    """The two intermediate widths, as fractions of the teacher's channels: prune.ratio removes that
+    share at the narrow model, prune.wide_ratio at the wide one (0: halfway, so 0.5 -> (0.75, 0.5)
+    and 0.6 -> (0.7, 0.4)). A wider teacher needs a wide_ratio of its own to land the pruned
+    models at the same sizes (x1.5: 0.533 and 0.733 -> the x1.0 teacher's 0.7 and 0.4)."""
+    if not _fraction(ratio, lo_open=True):
         raise ValueError(f"prune.ratio must be a number in (0, {MAX_RATIO}], the fraction of channels removed; "
                          f"got {ratio!r}")
-    return {"wide": 1 - ratio / 2, "narrow": 1 - ratio}
+    if not _fraction(wide_ratio, lo_open=False):
+        raise ValueError(f"prune.wide_ratio must be a number in [0, {MAX_RATIO}], the fraction of channels removed "
+                         f"at the wide model (0: halfway to prune.ratio); got {wide_ratio!r}")
+    if wide_ratio >= ratio:
+        raise ValueError(f"prune.wide_ratio ({wide_ratio}) must be under prune.ratio ({ratio}): the narrow model is "
+                         f"cut from the wide one, so it removes more channels (0 puts the wide one halfway)")
+    return {"wide": 1 - (wide_ratio or ratio / 2), "narrow": 1 - ratio}
 
 
 def prune(model, width, n_frames, importance="l1", steps=1, calib=None):

@@ -1,4 +1,4 @@
-"""prune KEY (wide|narrow): structured channel pruning to the width prune.ratio gives KEY ->
+"""prune KEY (wide|narrow): structured channel pruning to the width prune.ratio (narrow) or prune.wide_ratio gives KEY ->
 models/pruned_<key>.pt, with the accuracy right after pruning. Progressive: wide is cut from
 the teacher, narrow from the fine-tuned wide model (the teacher-assistant chain)."""
 import sys
@@ -11,7 +11,7 @@ SOURCE = {"wide": "models/teacher.pt", "narrow": "models/finetuned_wide.pt"}
 
 def main(key):
     p, cfg = io.params("prune"), io.feature_config()
-    width = prune.widths(p["ratio"])[key]
+    width = prune.widths(p["ratio"], p["wide_ratio"])[key]
     t0 = time.time()
     model, ckpt = checkpoint.load(SOURCE[key], cfg)
     before = prune.macs_and_params(model, features.n_frames(cfg))

@@ -49,6 +49,13 @@ def test_prune_widths_follow_the_ratio():
         with pytest.raises(ValueError, match=r"prune.ratio must be a number in \(0, 0.9\]"):
             prune.widths(bad)
     assert prune.widths(0.9)["narrow"] == pytest.approx(0.1)
+    w = prune.widths(0.733, 0.533)  # a x1.5 teacher's pruned models at the x1.0 teacher's sizes
+    assert math.isclose(w["wide"], 0.467) and math.isclose(w["narrow"], 0.267)
+    with pytest.raises(ValueError, match=r"prune.wide_ratio \(0.6\) must be under prune.ratio \(0.6\)"):
+        prune.widths(0.6, 0.6)
+    for bad in (-0.1, 0.95, "0.3", False):
+        with pytest.raises(ValueError, match=r"prune.wide_ratio must be a number in \[0, 0.9\]"):
+            prune.widths(0.6, bad)
     with pytest.raises(ValueError, match="prune.importance"):
         prune.prune(small_teacher(), 0.5, 101, "random-ish")
 
