@@ -23,15 +23,23 @@ def writing(path):
     try:
         yield tmp
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
-        if e.errno in FULL:
-            raise OSError(e.errno, f"writing {path}: disk full / file size limit reached ({os.strerror(e.errno)}); "
+        full = _full_disk_error(e)
+        if full:
+            raise OSError(full.errno, f"writing {path}: disk full / file size limit reached ({os.strerror(full.errno)}); "
                           f"{path.name} is left as it was before this run (or absent)") from e
         raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+
+def _full_disk_error(e):
+    """The full-disk OSError behind `e`, if any: torch.save streaming to a file reports one as a
+    RuntimeError ('unexpected pos') raised while handling it."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in FULL:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def write_text(path, text):

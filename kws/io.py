@@ -41,8 +41,11 @@ def load_split(split):
 
 
 def save_train(power, y, noise_power, synthetic):
-    with atomic.writing(FEATURES / "train.pt") as tmp:  # about a gigabyte at GSC size: not copied in memory
-        torch.save({"power": power, "y": y, "noise_power": noise_power, "synthetic": synthetic}, tmp)
+    # Streamed through a file object: about a gigabyte at GSC size, so not copied in memory; and
+    # torch.save given a path names the archive inside after it (here the temporary, with its pid),
+    # which would change the file's hash, and so every later stage's deps, on every run.
+    with atomic.writing(FEATURES / "train.pt") as tmp, open(tmp, "wb") as f:
+        torch.save({"power": power, "y": y, "noise_power": noise_power, "synthetic": synthetic}, f)
 
 
 def load_train():

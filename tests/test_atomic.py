@@ -71,3 +71,42 @@ def test_onnx_export_under_ulimit_f_keeps_the_previous_file(tmp_path):
     assert out.returncode != 0
     assert f"writing {path}: disk full / file size limit reached (File too large)" in out.stderr, out.stderr[-2000:]
     assert path.read_bytes() == before and os.listdir(tmp_path) == [path.name]
+
+
+def test_the_train_features_are_byte_identical_from_run_to_run(tmp_path, monkeypatch):
+    # DVC hashes the file: bytes that changed with the writer's pid would rerun every later stage
+    monkeypatch.chdir(tmp_path)
+    power, y = torch.rand(6, 4, 5, generator=torch.Generator().manual_seed(0)), torch.arange(6)
+    files = []
+    for pid in (1234, 56789):
+        monkeypatch.setattr(os, "getpid", lambda: pid)
+        io.save_train(power, y, power[:2], torch.zeros(6, dtype=torch.bool))
+        files.append(Path("data/features/train.pt").read_bytes())
+    assert files[0] == files[1]
+    assert torch.equal(io.load_train()[0], power)
+
+
+SAVE_TRAIN = """
+import torch
+from kws import io
+power = torch.rand(64, 40, 101, generator=torch.Generator().manual_seed(1))
+io.save_train(power, torch.arange(64) % 12, power[:4], torch.zeros(64, dtype=torch.bool))
+"""
+
+
+def test_train_features_under_ulimit_f_keep_the_previous_file(tmp_path, monkeypatch):
+    # torch.save streaming to a file reports the full disk as 'unexpected pos'; the error names it
+    monkeypatch.chdir(tmp_path)
+    power = torch.rand(8, 40, 101, generator=torch.Generator().manual_seed(0))
+    io.save_train(power, torch.arange(8), power[:2], torch.zeros(8, dtype=torch.bool))
+    path = Path("data/features/train.pt")
+    before = path.read_bytes()
+
+    def ulimit_f():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(before), resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    out = subprocess.run([sys.executable, "-c", SAVE_TRAIN], capture_output=True, text=True, preexec_fn=ulimit_f,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode != 0
+    assert "writing data/features/train.pt: disk full / file size limit reached (File too large)" in out.stderr, \
+        out.stderr[-2000:]
+    assert path.read_bytes() == before and os.listdir(path.parent) == ["train.pt"]

@@ -147,14 +147,16 @@ def test_changing_the_prune_ratio_reruns_only_pruning_onwards(repo):
     assert out.split() == ["source:", "always", "changed"], out
     commit(repo, "baseline run")
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["prune"]["ratio"] = 0.7
+    # 0.5, milder than the default 0.6: the tiny corpus's models are barely above chance, and at 0.7
+    # the distilled student's one QAT epoch fell to chance on one machine (the divergence guard stopped it)
+    params["prune"]["ratio"] = 0.5
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     before = json.loads((repo / "metrics/summary.json").read_text())["models"]
     ran = stages_run(run(["dvc", "repro"], repo))
     assert {"prune@wide", "finetune@wide", "prune@narrow", "finetune@narrow", "distill", "qat", "summary"} <= ran
     assert not ran & {"fetch", "features", "teacher", "evaluate@teacher", "baseline"}
     after = json.loads((repo / "metrics/summary.json").read_text())["models"]
-    assert after["pruned_narrow"]["params"] < before["pruned_narrow"]["params"]  # width 0.3 < 0.4
+    assert after["pruned_narrow"]["params"] > before["pruned_narrow"]["params"]  # width 0.5 > 0.4
     diff = run(["dvc", "metrics", "diff", "--all", "--md"], repo)
     assert "models.pruned_narrow.params" in diff and "models.pruned_narrow.top1" in diff, diff
 
