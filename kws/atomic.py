@@ -3,7 +3,6 @@ renames it over the target once complete (os.replace is atomic within a file sys
 crash, a kill or a full disk leaves the previous file or none, never a truncated one that a
 later stage, or a person, would take for a result."""
 import errno
-import io
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,10 +47,10 @@ def write_text(path, text):
 
 
 def torch_save(obj, path):
-    """torch.save, atomically. Serialized in memory first: torch's own file writer turns a full
-    disk into 'unexpected pos', where a plain write names the cause."""
-    buffer = io.BytesIO()
+    """torch.save, atomically, streamed to an open file: no copy in memory (train features are
+    about a gigabyte at GSC size), and the bytes do not depend on the temporary's name (given a
+    path, torch.save names the archive inside after it, pid and all, so DVC's hash would change
+    on every run). A full disk comes as torch's 'unexpected pos'; `writing` names it."""
     import torch  # here, not at the top: the source stage writes atomically without paying for torch
-    torch.save(obj, buffer)
-    with writing(path) as tmp:
-        tmp.write_bytes(buffer.getbuffer())
+    with writing(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)

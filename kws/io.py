@@ -41,11 +41,7 @@ def load_split(split):
 
 
 def save_train(power, y, noise_power, synthetic):
-    # Streamed through a file object: about a gigabyte at GSC size, so not copied in memory; and
-    # torch.save given a path names the archive inside after it (here the temporary, with its pid),
-    # which would change the file's hash, and so every later stage's deps, on every run.
-    with atomic.writing(FEATURES / "train.pt") as tmp, open(tmp, "wb") as f:
-        torch.save({"power": power, "y": y, "noise_power": noise_power, "synthetic": synthetic}, f)
+    atomic.torch_save({"power": power, "y": y, "noise_power": noise_power, "synthetic": synthetic}, FEATURES / "train.pt")
 
 
 def load_train():

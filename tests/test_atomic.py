@@ -40,7 +40,13 @@ def test_a_file_size_limit_leaves_the_previous_checkpoint(tmp_path, monkeypatch)
     arch, kwargs = models.preset("tc_resnet8", 0.25, 40, 12)
     checkpoint.save(path, models.build(arch, kwargs, seed=0), arch, kwargs, {}, stage="teacher")
     before = path.read_bytes()
-    fail_midway(monkeypatch, "write_bytes", errno.EFBIG)
+    save = torch.save
+
+    def half_then_fail(obj, f):  # the file-size limit hits midway through torch's write
+        save(obj, f)
+        f.truncate(f.tell() // 2)
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+    monkeypatch.setattr(torch, "save", half_then_fail)
     with pytest.raises(OSError, match=r"teacher.pt: disk full / file size limit reached \(File too large\)"):
         checkpoint.save(path, models.build(arch, kwargs, seed=1), arch, kwargs, {}, stage="teacher")
     monkeypatch.undo()
