@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 def kd_loss(student_logits, teacher_logits, labels, alpha, temperature):
     """(1 - alpha) * CE(labels) + alpha * T^2 * KL(teacher_T || student_T). T^2 keeps the soft
-    term's gradient scale independent of T."""
+    term's gradient scale independent of T. labels: class indices, or class probabilities (mixup)."""
     hard = F.cross_entropy(student_logits, labels)
     if alpha == 0:
         return hard
@@ -48,23 +48,45 @@ def ensemble_logits(teachers, x, temperature):
     return torch.log(probs.clamp_min(1e-8)) * temperature
 
 
+def mixup(x, y, strength):
+    """mixup (Zhang et al. 2018): the batch blended with a shuffle of itself by one
+    lam ~ Beta(strength, strength). Returns the blend and `targets(logits)`: the labels blended
+    alike as class probabilities (cross-entropy on them is lam * CE(y) + (1 - lam) *
+    CE(y shuffled)). Draws from torch's global generator, which the training loop seeds."""
+    lam = torch.distributions.Beta(strength, strength).sample().item()
+    perm = torch.randperm(len(x), device=x.device)
+
+    def targets(logits):
+        onehot = F.one_hot(y, logits.shape[1]).float()
+        return lam * onehot + (1 - lam) * onehot[perm]
+    return lam * x + (1 - lam) * x[perm], targets
+
+
 def make_loss(teachers, p, adapter=None):
-    """The distil stage's loss(model, x, y). p: alpha, temperature, feature_weight."""
+    """The distil stage's loss(model, x, y). p: alpha, temperature, feature_weight, and mixup
+    (optional, 0 = off): the student and its teachers both see the blended clips, so the soft
+    targets cover the space between training clips, not only the clips themselves."""
     for t in teachers:
         t.eval()
         t.requires_grad_(False)
 
     def loss(model, x, y):
+        def targets(logits):  # class indices, unless mixup blends them
+            return y
+        if p.get("mixup", 0) > 0:
+            x, targets = mixup(x, y, p["mixup"])
         if p["alpha"] == 0 or not teachers:
-            return F.cross_entropy(model(x), y)
+            logits = model(x)
+            return F.cross_entropy(logits, targets(logits))
         with torch.no_grad():
             t_logits = teachers[0](x) if len(teachers) == 1 else ensemble_logits(teachers, x, p["temperature"])
         if adapter is None:
-            return kd_loss(model(x), t_logits, y, p["alpha"], p["temperature"])
+            logits = model(x)
+            return kd_loss(logits, t_logits, targets(logits), p["alpha"], p["temperature"])
         s_feats = model.features(x)
         s_logits = model.head(s_feats)
         with torch.no_grad():  # hints come from the last teacher: the narrowest, closest to the student
             t_feats = as_sequence(teachers[-1].features(x))
         hint = F.mse_loss(adapter(s_feats, t_feats.shape[-1]), t_feats)
-        return kd_loss(s_logits, t_logits, y, p["alpha"], p["temperature"]) + p["feature_weight"] * hint
+        return kd_loss(s_logits, t_logits, targets(s_logits), p["alpha"], p["temperature"]) + p["feature_weight"] * hint
     return loss

@@ -190,6 +190,7 @@ SCHEMA = {
         "alpha": Number(SHARE, "weight of the soft (teacher) term"),
         "temperature": Number("(0, inf)", "softmax temperature of the soft targets"),
         "feature_weight": Number("[0, inf)", "FitNet hint loss weight (0: off)"),
+        "mixup": Number("[0, inf)", "mixup strength a, lam ~ Beta(a, a) (0: off)"),
         **TRAINING,
     },
     "qat": {

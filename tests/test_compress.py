@@ -95,6 +95,46 @@ def test_ensemble_soft_targets_are_the_mean_of_the_teachers_softened_probabiliti
         torch.testing.assert_close(loss(student, x, y), expected)
 
 
+class Recorder(torch.nn.Module):
+    """A teacher that remembers what it was shown."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.seen = net, None
+
+    def forward(self, x):
+        self.seen = x
+        return self.net(x)
+
+
+def test_mixup_blends_clips_and_labels_alike_and_the_teachers_see_the_blend():
+    """With distill.mixup the loss is the KD loss on one blended batch: the student's and the
+    teachers' inputs are lam * x + (1 - lam) * x[perm], and the hard term is
+    lam * CE(y) + (1 - lam) * CE(y[perm]). Without it nothing is blended."""
+    torch.manual_seed(0)
+    teacher, student = Recorder(torch.nn.Linear(6, 12)), torch.nn.Linear(6, 12)
+    x, y, T, alpha = torch.randn(8, 6), torch.randint(0, 12, (8,)), 4.0, 0.7
+    p = {"alpha": alpha, "temperature": T, "feature_weight": 0.0, "mixup": 0.4}
+    torch.manual_seed(1)  # the draw the loss will make: lam, then the shuffle
+    lam = torch.distributions.Beta(0.4, 0.4).sample().item()
+    perm = torch.randperm(8)
+    assert 0 < lam < 1 and not torch.equal(perm, torch.arange(8))
+    blend = lam * x + (1 - lam) * x[perm]
+    with torch.no_grad():
+        s, t = student(blend), teacher.net(blend)
+        ce = torch.nn.functional.cross_entropy
+        hard = lam * ce(s, y) + (1 - lam) * ce(s, y[perm])
+        kl = torch.nn.functional.kl_div(torch.log_softmax(s / T, 1), torch.softmax(t / T, 1), reduction="batchmean")
+        torch.manual_seed(1)
+        got = distill.make_loss([teacher], p)(student, x, y)
+        torch.testing.assert_close(teacher.seen, blend)
+        torch.testing.assert_close(got, (1 - alpha) * hard + alpha * T * T * kl)
+        torch.manual_seed(1)  # the no-KD twin blends the same way
+        torch.testing.assert_close(distill.make_loss([], {**p, "alpha": 0.0})(student, x, y), hard)
+        distill.make_loss([teacher], {**p, "mixup": 0.0})(student, x, y)
+        torch.testing.assert_close(teacher.seen, x)
+
+
 def test_feature_hint_adapter_shapes():
     student = models.build(*models.preset("bc_resnet", 1.0, 40, 12))
     teacher = small_teacher()

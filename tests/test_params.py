@@ -107,6 +107,7 @@ def test_unknown_blocks_and_keys_get_a_suggestion_and_missing_keys_are_named():
     (["prune.py", "wide"], "prune", "ratio", "abc", r"prune.ratio = 'abc': expected a number in (0, 0.9]"),
     (["distill.py", "kd"], "distill", "budget_bytes", "50KB",
      "distill.budget_bytes = '50KB': expected an integer >= 1 (flash budget"),
+    (["distill.py", "kd"], "distill", "mixup", "-0.4", "distill.mixup = -0.4: expected a number >= 0 (mixup strength"),
     (["teacher.py"], "teacher", "batch_size", "0", "teacher.batch_size = 0: expected an integer >= 1"),
     (["teacher.py"], "teacher", "epochs", "0", "teacher.epochs = 0: expected an integer >= 1"),
     (["finetune.py", "wide"], "augment", "noise_prob", "1.5", "augment.noise_prob = 1.5: expected a number in [0, 1]"),
