@@ -64,7 +64,7 @@ def mixup(x, y, strength):
 
 def make_loss(teachers, p, adapter=None):
     """The distil stage's loss(model, x, y). p: alpha, temperature, feature_weight, and mixup
-    (optional, 0 = off): the student and its teachers both see the blended clips, so the soft
+    (0 = off): the student and its teachers both see the blended clips, so the soft
     targets cover the space between training clips, not only the clips themselves."""
     for t in teachers:
         t.eval()
@@ -73,7 +73,7 @@ def make_loss(teachers, p, adapter=None):
     def loss(model, x, y):
         def targets(logits):  # class indices, unless mixup blends them
             return y
-        if p.get("mixup", 0) > 0:
+        if p["mixup"] > 0:
             x, targets = mixup(x, y, p["mixup"])
         if p["alpha"] == 0 or not teachers:
             logits = model(x)

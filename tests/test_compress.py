@@ -91,7 +91,7 @@ def test_ensemble_soft_targets_are_the_mean_of_the_teachers_softened_probabiliti
         s = student(x)
         kl = (targets * (targets.log() - torch.log_softmax(s / T, 1))).sum(1).mean()
         expected = (1 - alpha) * torch.nn.functional.cross_entropy(s, y) + alpha * T * T * kl
-        loss = distill.make_loss(teachers, {"alpha": alpha, "temperature": T, "feature_weight": 0.0})
+        loss = distill.make_loss(teachers, {"alpha": alpha, "temperature": T, "feature_weight": 0.0, "mixup": 0.0})
         torch.testing.assert_close(loss(student, x, y), expected)
 
 
@@ -142,7 +142,7 @@ def test_feature_hint_adapter_shapes():
     x = torch.randn(2, 40, 101)
     t_feats = teacher.features(x)
     assert a(student.features(x), t_feats.shape[-1]).shape == t_feats.shape
-    loss = distill.make_loss([teacher], {"alpha": 0.5, "temperature": 4.0, "feature_weight": 1.0}, a)
+    loss = distill.make_loss([teacher], {"alpha": 0.5, "temperature": 4.0, "feature_weight": 1.0, "mixup": 0.0}, a)
     loss(student, x, torch.tensor([0, 1])).backward()
     assert a.proj.weight.grad is not None
 
