@@ -30,18 +30,22 @@ def headline(m):
 
 
 def evaluate_model(model_path, out_dir, name, max_frr):
-    """Write metrics/eval/<name>.json (headline), <out_dir>/<name>/ details, DET and confusion rows."""
+    """Write metrics/eval/<name>.json (headline), <out_dir>/<name>/ details, DET and confusion rows
+    (test: confusion.csv; validation: val_confusion.csv; one row per clip in split order)."""
     cfg = io.feature_config()
     val_x, val_y = io.load_split("val")
     test_x, test_y = io.load_split("test")
     f = logits_fn(model_path, cfg)
-    test_logits = f(test_x)
-    m, pred = metrics.evaluate(f(val_x), val_y.numpy(), test_logits, test_y.numpy(), max_frr)
+    val_logits, test_logits = f(val_x), f(test_x)
+    m, pred = metrics.evaluate(val_logits, val_y.numpy(), test_logits, test_y.numpy(), max_frr)
     d = Path(out_dir) / name
     d.mkdir(parents=True, exist_ok=True)
     det = metrics.det_rows(metrics.keyword_scores(test_logits), test_y.numpy())
     atomic.write_text(d / "det.csv", pd.DataFrame(det).to_csv(index=False))
     atomic.write_text(d / "confusion.csv", pd.DataFrame(metrics.confusion_rows(test_y.numpy(), pred)).to_csv(index=False))
+    # validation clips too, so two settings can be compared clip by clip where they are chosen (scripts/fold_compare.py)
+    atomic.write_text(d / "val_confusion.csv",
+                      pd.DataFrame(metrics.confusion_rows(val_y.numpy(), val_logits.argmax(1))).to_csv(index=False))
     io.write_json(d / "details.json", {"model": str(model_path), "max_frr": max_frr, **m})
     head = headline(m)
     io.write_json(Path(out_dir) / f"{name}.json", head)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -103,6 +104,9 @@ def test_dvc_repro_runs_the_dag_and_caches(repo):
     assert (repo / "metrics/eval/teacher/det.csv").exists()
     teacher = json.loads((repo / "metrics/eval/teacher.json").read_text())  # what pooling speaker folds weighs by
     assert (teacher["test_clips"], teacher["val_clips"]) == (summary["dataset"]["test_clips"], summary["dataset"]["val_clips"])
+    val_rows = pd.read_csv(repo / "metrics/eval/teacher/val_confusion.csv")  # what scripts/fold_compare.py pairs
+    assert len(val_rows) == teacher["val_clips"]
+    assert (val_rows["actual"] == val_rows["predicted"]).mean() == pytest.approx(teacher["val_top1"])
     assert (repo / "dvclive/teacher/plots/metrics/val_acc.tsv").exists()
     assert (repo / "models/qat/feature_config.json").exists()
     firmware = json.loads((repo / "metrics/firmware.json").read_text())
