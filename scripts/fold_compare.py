@@ -12,7 +12,8 @@ are those of one paired test on all of them: it resolves differences that two ov
 intervals, or any one fold, cannot. Decide on validation; test is for reading after.
 
 The per-clip rows come from each run's commit (`git show REV:metrics/eval/<model>/confusion.csv`
-and `val_confusion.csv`: DVC keeps them in git, cache: false), so no run needs applying. A pair
+and `val_confusion.csv`: DVC keeps them in git, cache: false), so no run needs applying; runs made
+in other clones need their commits here first (`git fetch CLONE 'refs/exps/*:refs/exps/*'`). A pair
 is refused when its runs differ in any other parameter, or its clips differ: then it would not be
 a comparison of the one parameter.
 """
@@ -62,18 +63,20 @@ def fold_runs(show, param_name, values):
     return chosen, skipped
 
 
-def check_same_otherwise(runs, param_name):
-    """Every run in `runs` [(name, data)] must have the same params but `param_name` and data.fold."""
+def check_same_otherwise(runs, param_name, allowed=()):
+    """Every run in `runs` [(name, data)] must have the same params but `param_name`, data.fold and
+    the `allowed` ones (settings that go with the compared one, such as a size-matched prune ratio)."""
     def rest(data):
         p = flat(data["params"]["params.yaml"]["data"])
-        return {k: v for k, v in p.items() if k not in (param_name, "data.fold")}
+        return {k: v for k, v in p.items() if k not in (param_name, "data.fold", *allowed)}
     (name0, data0), ref = runs[0], rest(runs[0][1])
     for name, data in runs[1:]:
         other = rest(data)
         diff = sorted(k for k in ref.keys() | other.keys() if ref.get(k) != other.get(k))
         if diff:
             raise ValueError(f"runs {name0} and {name} differ in {', '.join(diff[:5])} as well as {param_name}: "
-                             f"not a comparison of {param_name} alone (rerun them at the same other settings)")
+                             f"not a comparison of {param_name} alone (rerun them at the same other settings, or --allow "
+                             f"a parameter that is meant to go with it)")
 
 
 def read_rows(rev, model, split, cwd=None):
@@ -87,13 +90,13 @@ def read_rows(rev, model, split, cwd=None):
     return rows["actual"].to_numpy(), (rows["actual"] == rows["predicted"]).to_numpy()
 
 
-def compare(chosen, param_name, a, b, models, splits, cwd=None):
+def compare(chosen, param_name, a, b, models, splits, allowed=(), cwd=None):
     """One row per (model, split): pooled top-1 of settings a and b over the folds both ran, with
     Wilson intervals, and the exact McNemar test on the pooled clip pairs."""
     folds = sorted(f for f, v in chosen if v == a and (f, b) in chosen)
     if not folds:
         raise SystemExit(f"no speaker fold has finished runs at both settings ({a} and {b})")
-    check_same_otherwise([chosen[(f, a)] for f in folds] + [chosen[(f, b)] for f in folds], param_name)
+    check_same_otherwise([chosen[(f, a)] for f in folds] + [chosen[(f, b)] for f in folds], param_name, allowed)
     rows = []
     for model in models:
         for split in splits:
@@ -133,6 +136,8 @@ def main(argv=None):
     ap.add_argument("--b", required=True, help="setting B, the one A is compared against")
     ap.add_argument("--model", action="append", help="only this model (repeatable; 'deployed' for each run's "
                     "choice); default: every model of the summaries, and deployed")
+    ap.add_argument("--allow", action="append", default=[], help="a parameter that may differ between the "
+                    "settings too, as part of what is compared (repeatable; e.g. prune.ratio)")
     ap.add_argument("--splits", default="val,test", help="comma-separated: val, test (default both)")
     ap.add_argument("--json", help="saved `dvc exp show --json` output instead of running dvc")
     ap.add_argument("--all-commits", action="store_true", help="include experiments of every commit, not only HEAD")
@@ -151,7 +156,10 @@ def main(argv=None):
     if unpaired:
         print(f"left out, no run at the other setting: {', '.join(unpaired)}", file=sys.stderr)
     models = args.model or list(dict.fromkeys(m for _, d in chosen.values() for m in summary_models(d))) + ["deployed"]
-    df = compare(chosen, args.param, a, b, models, splits)
+    try:
+        df = compare(chosen, args.param, a, b, models, splits, args.allow)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"fold_compare: {e}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "fold_compare.csv", index=False)

@@ -113,6 +113,8 @@ def test_runs_that_differ_in_another_parameter_are_refused(repo):
     chosen, _ = fold_compare.fold_runs(exp_show(entries), "distill.epochs", (420, 140))
     with pytest.raises(ValueError, match="differ in distill.alpha as well as distill.epochs"):
         fold_compare.compare(chosen, "distill.epochs", 420, 140, ["student_kd"], ["val"])
+    allowed = fold_compare.compare(chosen, "distill.epochs", 420, 140, ["student_kd"], ["val"], ["distill.alpha"])
+    assert allowed.iloc[0]["clips"] == len(LABELS)  # a setting that goes with the compared one, when asked
 
 
 def test_runs_on_different_clips_are_refused(repo):
@@ -132,6 +134,11 @@ def test_runs_without_validation_rows_say_how_to_go_on(repo):
     with pytest.raises(FileNotFoundError, match="val_confusion.csv .*--splits test"):
         fold_compare.compare(chosen, "distill.epochs", 420, 140, ["teacher"], ["val"])
     assert fold_compare.compare(chosen, "distill.epochs", 420, 140, ["teacher"], ["test"]).iloc[0]["p_value"] == 1.0
+    show = repo / "show.json"
+    show.write_text(json.dumps(exp_show(entries)))
+    with pytest.raises(SystemExit, match="fold_compare: run .* has no metrics/eval/teacher/val_confusion.csv"):
+        fold_compare.main(["--param", "distill.epochs", "--a", "420", "--b", "140", "--json", str(show),
+                           "--model", "teacher", "--out", str(repo / "out")])
 
 
 def test_bad_arguments_are_named(tmp_path):
