@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-import sweep_table as sweep  # noqa: E402  (scripts/ is on sys.path when run as a script)
-from kws.metrics import mcnemar, wilson  # noqa: E402
+import sweep_table as sweep  # scripts/ is on sys.path when run as a script
+from kws.metrics import mcnemar, wilson
 
 FILES = {"val": "val_confusion.csv", "test": "confusion.csv"}
 
@@ -79,10 +79,10 @@ def check_same_otherwise(runs, param_name, allowed=()):
                              f"a parameter that is meant to go with it)")
 
 
-def read_rows(rev, model, split, cwd=None):
+def read_rows(rev, model, split):
     """(labels, correct) of `model`'s clips in `split`, read from the run's commit."""
     path = f"metrics/eval/{model}/{FILES[split]}"
-    r = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True, cwd=cwd)
+    r = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
     if r.returncode:
         hint = " (runs made before val_confusion.csv was written: --splits test)" if split == "val" else ""
         raise FileNotFoundError(f"run {rev[:7]} has no {path}{hint}: {r.stderr.strip()}")
@@ -90,7 +90,7 @@ def read_rows(rev, model, split, cwd=None):
     return rows["actual"].to_numpy(), (rows["actual"] == rows["predicted"]).to_numpy()
 
 
-def compare(chosen, param_name, a, b, models, splits, allowed=(), cwd=None):
+def compare(chosen, param_name, a, b, models, splits, allowed=()):
     """One row per (model, split): pooled top-1 of settings a and b over the folds both ran, with
     Wilson intervals, and the exact McNemar test on the pooled clip pairs."""
     folds = sorted(f for f, v in chosen if v == a and (f, b) in chosen)
@@ -104,7 +104,7 @@ def compare(chosen, param_name, a, b, models, splits, allowed=(), cwd=None):
             for f in folds:
                 runs = chosen[(f, a)][1], chosen[(f, b)][1]
                 names = [deployed(d) if model == "deployed" else model for d in runs]
-                (la, xa), (lb, xb) = (read_rows(d["rev"], n, split, cwd) for d, n in zip(runs, names))
+                (la, xa), (lb, xb) = (read_rows(d["rev"], n, split) for d, n in zip(runs, names))
                 if len(la) != len(lb) or (la != lb).any():
                     raise ValueError(f"data.fold={f}: the {split} clips of runs {runs[0]['rev'][:7]} and "
                                      f"{runs[1]['rev'][:7]} differ; the data settings must match")
