@@ -18,6 +18,7 @@ is refused when its runs differ in any other parameter, or its clips differ: the
 a comparison of the one parameter.
 """
 import argparse
+import functools
 import io
 import subprocess
 import sys
@@ -31,17 +32,6 @@ import sweep_table as sweep  # scripts/ is on sys.path when run as a script
 from kws.metrics import mcnemar, wilson
 
 FILES = {"val": "val_confusion.csv", "test": "confusion.csv"}
-
-
-def flat(d, prefix=""):
-    """{'a.b': value} of a nested params dict."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def fold_runs(show, param_name, values):
@@ -67,7 +57,7 @@ def check_same_otherwise(runs, param_name, allowed=()):
     """Every run in `runs` [(name, data)] must have the same params but `param_name`, data.fold and
     the `allowed` ones (settings that go with the compared one, such as a size-matched prune ratio)."""
     def rest(data):
-        p = flat(data["params"]["params.yaml"]["data"])
+        p = pd.json_normalize(data["params"]["params.yaml"]["data"], sep=".").to_dict("records")[0]  # {'a.b': value}
         return {k: v for k, v in p.items() if k not in (param_name, "data.fold", *allowed)}
     (name0, data0), ref = runs[0], rest(runs[0][1])
     for name, data in runs[1:]:
@@ -79,6 +69,7 @@ def check_same_otherwise(runs, param_name, allowed=()):
                              f"a parameter that is meant to go with it)")
 
 
+@functools.cache  # the deployed row reads files another row has read
 def read_rows(rev, model, split):
     """(labels, correct) of `model`'s clips in `split`, read from the run's commit."""
     path = f"metrics/eval/{model}/{FILES[split]}"

@@ -96,7 +96,7 @@ def test_folds_pool_into_one_paired_test(repo, tmp_path):
         assert row["a_lo"] <= row["a_top1"] <= row["a_hi"]
 
 
-def test_newest_run_stands_and_unpaired_fold_is_left_out(repo, capsys):
+def test_newest_run_stands_and_unpaired_fold_is_left_out(repo):
     good, bad = correct_at(1, 0.9), {"val": np.zeros(len(LABELS), bool), "test": np.zeros(len(LABELS), bool)}
     entries = [run_entry(commit_run(repo, bad), 0, 420, stamp=1), run_entry(commit_run(repo, good), 0, 420, stamp=2),
                run_entry(commit_run(repo, correct_at(2, 0.5)), 0, 140, stamp=3),
