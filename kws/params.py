@@ -121,6 +121,9 @@ TRAINING = {
     "seed": Integer("[0, inf)", "seed of initialization, shuffling and augmentation"),
     "device": Choice(["auto", "cpu", "cuda"], "where to train (auto: cuda when torch sees a GPU)"),
 }
+# Which weights a training stage keeps (kws.train.fit); QAT keeps its best epoch (fake-quant graphs
+# carry no BatchNorm modules whose statistics could be re-estimated).
+AVERAGE = {"average_share": Number(SHARE, "share of the last epochs whose mean weights are kept (0: the best validation epoch)")}
 STUDENTS = ["tc_resnet8", "tc_resnet14", "bc_resnet"]  # kws.models.preset
 
 SCHEMA = {
@@ -171,6 +174,7 @@ SCHEMA = {
         "model": Choice(STUDENTS, "architecture"),
         "width": Number("(0, inf)", "channel multiplier"),
         **TRAINING,
+        **AVERAGE,
         "pretrain_epochs": Integer("[0, inf)", "epochs on the mixed-in espeak-ng clips before recorded speech"),
     },
     "prune": {
@@ -179,7 +183,7 @@ SCHEMA = {
         "importance": Choice(["l1", "l2", "bn_scale", "taylor"], "channel importance criterion"),
         "steps": Integer("[1, inf)", "iterative pruning steps"),
     },
-    "finetune": dict(TRAINING),
+    "finetune": {**TRAINING, **AVERAGE},
     "distill": {
         "student": Choice(STUDENTS, "student architecture"),
         "width": Number("(0, inf)", "student channel multiplier"),
@@ -192,6 +196,7 @@ SCHEMA = {
         "feature_weight": Number("[0, inf)", "FitNet hint loss weight (0: off)"),
         "mixup": Number("[0, inf)", "mixup strength a, lam ~ Beta(a, a) (0: off)"),
         **TRAINING,
+        **AVERAGE,
     },
     "qat": {
         **TRAINING,

@@ -10,6 +10,7 @@ import time
 import torch
 import torch.nn.functional as F
 from dvclive import Live
+from torch.optim.swa_utils import AveragedModel, update_bn
 
 from kws import augment, io, models
 from kws.features import FrontEnd
@@ -65,16 +66,19 @@ def warmup_cosine(opt, total_steps, warmup_steps):
 
 
 def fit(model, power, labels, noise_power, feature_config, val_feats, val_labels, p, loss_fn=cross_entropy,
-        live=None, set_train=lambda m, on: m.train(on), name="train", extra_params=(), keep_best=True, subset=None):
+        live=None, set_train=lambda m, on: m.train(on), name="train", extra_params=(), keep="chosen", subset=None):
     """Train `model` for p['epochs'] on mel power spectra [N, n_mels, T] (`features.mel_power`),
-    augmented with `noise_power` chunks; keep the weights of the best validation
-    epoch (keep_best=False: of the last epoch). Returns {'best_val_acc', 'epochs', 'clip_epochs',
-    'wall_s', 'history'}.
+    augmented with `noise_power` chunks, and keep the weights p['average_share'] chooses: > 0,
+    the mean of the last that share of epochs, BatchNorm statistics re-estimated on one augmented
+    pass (stochastic weight averaging); 0, the best validation epoch's (`keep="last"`: the last
+    epoch's, whatever the share). Returns {'val_acc' (of the kept weights), 'kept', 'epochs',
+    'clip_epochs', 'wall_s', 'history'}.
 
-    `p` is a params block: epochs, batch_size, lr, weight_decay, seed, device, augment.
-    `extra_params` are trained too but not part of the model (a distillation adapter; the
-    caller puts it on the device). `subset`: indices of the clips to train on (default all), so a
-    memory-mapped `power` is gathered a batch at a time rather than copied whole."""
+    `p` is a params block: epochs, batch_size, lr, weight_decay, seed, device, augment, and
+    average_share (absent: 0). `extra_params` are trained too but not part of the model (a
+    distillation adapter; the caller puts it on the device). `subset`: indices of the clips to
+    train on (default all), so a memory-mapped `power` is gathered a batch at a time rather than
+    copied whole."""
     device = resolve_device(p.get("device", "auto"))
     gen = torch.Generator().manual_seed(p["seed"])
     torch.manual_seed(p["seed"])
@@ -86,18 +90,24 @@ def fit(model, power, labels, noise_power, feature_config, val_feats, val_labels
     trainable = [q for q in model.parameters() if q.requires_grad] + list(extra_params)
     opt = make_optimizer(trainable, p)
     sched = warmup_cosine(opt, steps, p["warmup_epochs"] * math.ceil(n / bs))
+    averaged = max(1, round(p.get("average_share", 0) * epochs)) if keep == "chosen" and p.get("average_share", 0) else 0
+    average = AveragedModel(model) if averaged else None
+    pick_best = keep == "chosen" and not averaged
     best = {"val_acc": -1.0, "state": None, "epoch": 0}
     history = []
-    for epoch in range(1, epochs + 1):
-        set_train(model, True)
-        t0, total_loss = time.time(), 0.0
-        order = subset[torch.randperm(n, generator=gen)]
+
+    def augmented(order):
         for i in range(0, n, bs):
             idx = order[i:i + bs]
             with torch.no_grad():
                 x = augment.augment_batch(power[idx], noise_power, front, p["augment"], gen).to(device)
-            y = labels[idx].to(device)
-            loss = loss_fn(model, x, y)
+            yield idx, x  # outside no_grad: the caller's step runs while the generator is paused here
+
+    for epoch in range(1, epochs + 1):
+        set_train(model, True)
+        t0, total_loss = time.time(), 0.0
+        for idx, x in augmented(subset[torch.randperm(n, generator=gen)]):
+            loss = loss_fn(model, x, labels[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -118,13 +128,27 @@ def fit(model, power, labels, noise_power, feature_config, val_feats, val_labels
             for k in ("train_loss", "val_acc", "lr"):
                 live.log_metric(k, row[k])
             live.next_step()
-        if val_acc > best["val_acc"]:
-            best = {"val_acc": val_acc, "state": copy.deepcopy(model.state_dict()) if keep_best else None, "epoch": epoch}
-    if best["state"] is not None:
+        if average is not None and epoch > epochs - averaged:
+            average.update_parameters(model)
+        if pick_best and val_acc > best["val_acc"]:
+            best = {"val_acc": val_acc, "state": copy.deepcopy(model.state_dict()), "epoch": epoch}
+    if average is not None:
+        # the averaged weights never ran forward: their BatchNorm statistics come from one more
+        # augmented pass over the train clips (the inputs the per-epoch statistics came from)
+        update_bn((x for _, x in augmented(subset[torch.randperm(n, generator=gen)])), average, device)
+        model.load_state_dict(average.module.state_dict())
+        kept = f"mean of epochs {epochs - averaged + 1}-{epochs}"
+    elif pick_best:
         model.load_state_dict(best["state"])
+        kept = f"epoch {best['epoch']} (best validation)"
+    else:
+        kept = f"epoch {epochs} (last)"
+    set_train(model, False)
+    kept_acc = accuracy(model, val_feats, val_labels, device)
+    print(f"[{name}] kept {kept}: val_acc {kept_acc:.4f}", flush=True)
     model.to("cpu")
-    return {"best_val_acc": best["val_acc"], "best_epoch": best["epoch"], "epochs": epochs,
-            "clip_epochs": n * epochs, "wall_s": time.time() - t_start, "history": history}
+    return {"val_acc": kept_acc, "kept": kept, "epochs": epochs, "clip_epochs": n * epochs,
+            "wall_s": time.time() - t_start, "history": history}
 
 
 def train_on_dataset(model, p, augment, name, loss_fn=cross_entropy, set_train=lambda m, on: m.train(on),
@@ -141,27 +165,27 @@ def train_on_dataset(model, p, augment, name, loss_fn=cross_entropy, set_train=l
     power, labels, noise_power, synthetic = io.load_train()
     val_x, val_y = io.load_split("val")
     p = {**p, "augment": augment}
-    phases = [(p, None, True)]  # None: every clip
+    phases = [(p, None, "chosen")]  # None: every clip
     if pretrain_epochs:
         real = ~synthetic
         if not synthetic.any() or not real[labels != SILENCE_INDEX].any():
             raise ValueError(f"[{name}] pretrain_epochs={pretrain_epochs} pre-trains on the espeak-ng clips "
                              "of a real source's train split: set data.mix_synthetic_speakers > 0 with "
                              "data.source folder or speech_commands (or pretrain_epochs 0)")
-        phases = [({**p, "epochs": pretrain_epochs}, synthetic | (labels == SILENCE_INDEX), False), (p, real, True)]
+        phases = [({**p, "epochs": pretrain_epochs}, synthetic | (labels == SILENCE_INDEX), "last"), (p, real, "chosen")]
     results, cfg = [], io.feature_config()
     logger = Live(f"dvclive/{name}", dvcyaml=None, save_dvc_exp=False) if curves else contextlib.nullcontext()
     with logger as live:
-        for phase_p, keep, keep_best in phases:
-            subset = None if keep is None else torch.nonzero(keep).squeeze(1)
+        for phase_p, clips, keep in phases:
+            subset = None if clips is None else torch.nonzero(clips).squeeze(1)
             results.append(fit(model, power, labels, noise_power, cfg, val_x, val_y, phase_p, loss_fn, live,
-                               set_train, name, extra_params, keep_best, subset))
+                               set_train, name, extra_params, keep, subset))
     result = results[-1]
     result.update(clip_epochs=sum(r["clip_epochs"] for r in results), wall_s=sum(r["wall_s"] for r in results))
     if pretrain_epochs:
         result["pretrain"] = {"last_val_acc": results[0]["history"][-1]["val_acc"],
                               **{k: results[0][k] for k in ("epochs", "clip_epochs", "wall_s")}}
-    check_beats_chance(result["best_val_acc"], val_y, f"[{name}] training failed: best validation accuracy",
+    check_beats_chance(result["val_acc"], val_y, f"[{name}] training failed: validation accuracy of the kept weights",
                        f"Check the stage's lr ({p['lr']}, {p['optimizer']}) and epochs ({p['epochs']})")
     return result
 

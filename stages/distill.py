@@ -50,7 +50,8 @@ def main(mode):
     checkpoint.save(f"models/student_{mode}.pt", student, arch, kwargs, cfg, stage=f"distill@{mode}")
     io.write_json(f"metrics/distill/{mode}.json", {
         "params": models.n_params(student), "int8_bytes_estimate": budget.int8_bytes(student)["total"],
-        "tflite_bytes": flash, "tflm_arena_bytes": arena, "best_val_acc": result["best_val_acc"],
+        "tflite_bytes": flash, "tflm_arena_bytes": arena, "val_acc": result["val_acc"],
+        "kept": result["kept"],
         "effort": {"clip_epochs": result["clip_epochs"], "wall_s": time.time() - t0}})
 
 

@@ -13,9 +13,10 @@ def main(key):
     checkpoint.save(f"models/finetuned_{key}.pt", model, ckpt["arch"], ckpt["kwargs"], cfg,
                     stage=f"finetune@{key}", width=ckpt["info"]["width"])
     io.write_json(f"metrics/finetune/{key}.json", {
-        "width": ckpt["info"]["width"], "params": models.n_params(model), "best_val_acc": result["best_val_acc"],
+        "width": ckpt["info"]["width"], "params": models.n_params(model), "val_acc": result["val_acc"],
+        "kept": result["kept"],
         "effort": {"clip_epochs": result["clip_epochs"], "wall_s": time.time() - t0}})
-    print(f"[finetune@{key}] val acc {result['best_val_acc']:.4f} -> models/finetuned_{key}.pt", flush=True)
+    print(f"[finetune@{key}] val acc {result['val_acc']:.4f} -> models/finetuned_{key}.pt", flush=True)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ def main():
     quant.save_reference(reference, example, OUT / "student_qat.pt2")
     io.write_json(OUT / "feature_config.json", cfg)
     agree = quant.parity(path, reference, test_x.numpy())
-    io.write_json("metrics/qat.json", {"parity": agree, "best_val_acc": result["best_val_acc"],
+    io.write_json("metrics/qat.json", {"parity": agree, "val_acc": result["val_acc"],
+                                       "kept": result["kept"],
                                        "effort": {"clip_epochs": result["clip_epochs"], "wall_s": time.time() - t0}})
     if agree < p["min_parity"]:
         raise SystemExit(f"[qat] onnxruntime INT8 agrees with the torch quantized model on {agree:.2%} of test clips, "

@@ -29,16 +29,16 @@ def main():
     if p["checkpoint"]:
         model, ckpt = checkpoint.adopt(p["checkpoint"], cfg)
         arch, kwargs = ckpt["arch"], ckpt["kwargs"]
-        result = {"best_val_acc": train.validate_adopted(model, p["checkpoint"], "teacher"), "clip_epochs": 0,
-                  "wall_s": 0.0}
+        result = {"val_acc": train.validate_adopted(model, p["checkpoint"], "teacher"), "kept": "adopted",
+                  "clip_epochs": 0, "wall_s": 0.0}
         print(f"[teacher] adopted {p['checkpoint']} ({arch}, {models.n_params(model)} parameters), validation "
-              f"accuracy {result['best_val_acc']:.4f}", flush=True)
+              f"accuracy {result['val_acc']:.4f}", flush=True)
     else:
         model, arch, kwargs, result = train_teacher(p, augment, cfg, p["seed"], "teacher")
     checkpoint.save(OUT, model, arch, kwargs, cfg, stage="teacher")
     io.write_json("metrics/teacher.json", {
         "params": models.n_params(model), "fp32_bytes": 4 * models.n_params(model),
-        "best_val_acc": result["best_val_acc"], "pretrain": result.get("pretrain"),
+        "val_acc": result["val_acc"], "kept": result["kept"], "pretrain": result.get("pretrain"),
         "effort": {"clip_epochs": result["clip_epochs"], "wall_s": time.time() - t0, "train_wall_s": result["wall_s"]}})
     print(f"[teacher] wrote {OUT}", flush=True)
 
@@ -59,7 +59,7 @@ def replicas():
         # no curves: dvclive/ folders of a count set by a parameter cannot be declared in dvc.yaml
         model, arch, kwargs, result = train_teacher(p, augment, cfg, seed, f"teacher_seed{seed}", curves=False)
         checkpoint.save(REPLICAS / f"seed{seed}.pt", model, arch, kwargs, cfg, stage="teacher_replicas", seed=seed)
-        rows.append({"seed": seed, "best_val_acc": result["best_val_acc"], "best_epoch": result["best_epoch"]})
+        rows.append({"seed": seed, "val_acc": result["val_acc"], "kept": result["kept"]})
         clip_epochs += result["clip_epochs"]
     io.write_json("metrics/teacher_replicas.json", {"replicas": rows,
                                                     "effort": {"clip_epochs": clip_epochs, "wall_s": time.time() - t0}})

@@ -1,3 +1,4 @@
+import copy
 import math
 import numpy as np
 import pytest
@@ -231,6 +232,39 @@ def test_training_repeats_exactly_with_the_seed():
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
     other = models.build(*models.preset("tc_resnet8", 0.5, 40, 12), seed=4)
     assert not torch.equal(other.stem.weight, models.build(*models.preset("tc_resnet8", 0.5, 40, 12), seed=3).stem.weight)
+
+
+def test_weight_averaging_keeps_the_mean_of_the_last_epochs_with_fresh_batchnorm_statistics():
+    """average_share 0.5 of 4 epochs: the kept weights are the mean of epochs 3 and 4 (recorded as
+    each epoch ends, when the loop switches the model to eval), and BatchNorm's running statistics
+    are re-estimated for them rather than left at the last epoch's."""
+    from kws import train
+    cfg = features.make_config()
+    rng = np.random.default_rng(0)
+    wave = rng.normal(0, 3000, (48, 16000)).astype(np.int16)
+    labels = torch.as_tensor(rng.integers(0, 12, 48))
+    p = {"epochs": 4, "batch_size": 16, "optimizer": "sgd", "momentum": 0.9, "lr": 0.1, "warmup_epochs": 0,
+         "weight_decay": 0.0, "seed": 0, "device": "cpu", "average_share": 0.5,
+         "augment": {"time_shift_ms": 0, "noise_prob": 0.0, "noise_volume": 0.0, "freq_masks": 0,
+                     "freq_mask_width": 0, "time_masks": 0, "time_mask_width": 0, "tempo": 0.0,
+                     "freq_warp": 0.0, "gain_db": 0.0}}
+    ends = []
+
+    def set_train(m, on):
+        m.train(on)
+        if not on:
+            ends.append(copy.deepcopy(m.state_dict()))
+
+    net = models.build(*models.preset("tc_resnet8", 0.25, 40, 12))
+    result = train.fit(net, features.mel_power(wave, cfg), labels, features.mel_power(wave[:4], cfg), cfg,
+                       features.compute(wave[:8], cfg), labels[:8], p, set_train=set_train, name="avg")
+    kept, third, last = net.state_dict(), ends[2], ends[3]
+    for name, _ in net.named_parameters():
+        assert torch.allclose(kept[name], (third[name] + last[name]) / 2, atol=1e-6), name
+    bn = [k for k in kept if k.endswith("running_mean")]
+    assert bn and not all(torch.equal(kept[k], last[k]) for k in bn)
+    assert result["kept"] == "mean of epochs 3-4"
+    assert result["val_acc"] == pytest.approx(train.accuracy(net, features.compute(wave[:8], cfg), labels[:8]))
 
 
 def test_learning_rate_warms_up_linearly_then_decays_to_zero():

@@ -108,6 +108,12 @@ def test_dvc_repro_runs_the_dag_and_caches(repo):
     assert len(val_rows) == teacher["val_clips"]
     assert (val_rows["actual"] == val_rows["predicted"]).mean() == pytest.approx(teacher["val_top1"])
     assert (repo / "dvclive/teacher/plots/metrics/val_acc.tsv").exists()
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for block, path in (("teacher", "teacher.json"), ("finetune", "finetune/wide.json"), ("distill", "distill/kd.json")):
+        epochs, share = params[block]["epochs"], params[block]["average_share"]  # which weights each stage kept
+        kept = json.loads((repo / "metrics" / path).read_text())["kept"]
+        assert kept == f"mean of epochs {epochs - round(share * epochs) + 1}-{epochs}" if share else \
+            kept.endswith("(best validation)"), (block, kept)
     assert (repo / "models/qat/feature_config.json").exists()
     firmware = json.loads((repo / "metrics/firmware.json").read_text())
     assert set(firmware["models"]) == {"teacher", "pruned_wide", "pruned_narrow", "student_nokd", "student_kd",
