@@ -90,7 +90,8 @@ def fit(model, power, labels, noise_power, feature_config, val_feats, val_labels
     trainable = [q for q in model.parameters() if q.requires_grad] + list(extra_params)
     opt = make_optimizer(trainable, p)
     sched = warmup_cosine(opt, steps, p["warmup_epochs"] * math.ceil(n / bs))
-    averaged = max(1, round(p.get("average_share", 0) * epochs)) if keep == "chosen" and p.get("average_share", 0) else 0
+    share = p.get("average_share", 0) if keep == "chosen" else 0
+    averaged = max(1, round(share * epochs)) if share else 0
     average = AveragedModel(model) if averaged else None
     pick_best = keep == "chosen" and not averaged
     best = {"val_acc": -1.0, "state": None, "epoch": 0}
@@ -137,14 +138,13 @@ def fit(model, power, labels, noise_power, feature_config, val_feats, val_labels
         # augmented pass over the train clips (the inputs the per-epoch statistics came from)
         update_bn((x for _, x in augmented(subset[torch.randperm(n, generator=gen)])), average, device)
         model.load_state_dict(average.module.state_dict())
-        kept = f"mean of epochs {epochs - averaged + 1}-{epochs}"
-    elif pick_best:
+        set_train(model, False)
+        kept, kept_acc = f"mean of epochs {epochs - averaged + 1}-{epochs}", accuracy(model, val_feats, val_labels, device)
+    elif pick_best:  # an epoch's own weights: its validation accuracy was measured as it ended
         model.load_state_dict(best["state"])
-        kept = f"epoch {best['epoch']} (best validation)"
+        kept, kept_acc = f"epoch {best['epoch']} (best validation)", best["val_acc"]
     else:
-        kept = f"epoch {epochs} (last)"
-    set_train(model, False)
-    kept_acc = accuracy(model, val_feats, val_labels, device)
+        kept, kept_acc = f"epoch {epochs} (last)", history[-1]["val_acc"]
     print(f"[{name}] kept {kept}: val_acc {kept_acc:.4f}", flush=True)
     model.to("cpu")
     return {"val_acc": kept_acc, "kept": kept, "epochs": epochs, "clip_epochs": n * epochs,
