@@ -122,7 +122,7 @@ def write_stream(root, deployed):
                      "test": {**row(fa, miss, int(fa)),
                               "false_accept_sources": {"false_accepts": int(fa), "from_noise": 1,
                                                        "distinct_clips": 2, "most_from_one_clip": int(fa) - 2}},
-                     "val": row(0.0, miss - 0.01, 0),
+                     "val": {**row(0.0, miss - 0.01, 0), "fa_per_hour_hi": metrics.poisson_rate(0, 0.5)[1]},
                      "test_per_snr": {"20": row(fa + 1, miss / 2, 0), "5": row(fa - 1, 2 * miss, 0)}}
               for name, fa, miss in [("teacher", 3.0, 0.052), (deployed, 5.0, 0.081)]}
     stream = {"deployed": deployed, "detector": {"hop_ms": 100.0, "smooth_windows": 3, "refractory_s": 1.0},
@@ -238,6 +238,8 @@ def test_memo_quotes_false_accepts_per_hour_beside_the_per_clip_figures(memo_dir
             "and misses **8.1%** of keywords (teacher: 3.0/h, 5.2%); 20 dB SNR: 6.0/h, 4.0% missed; 5 dB SNR: 4.0/h, "
             "16.2% missed") in text
     assert "from 0.5 h of validation streams, where they kept false accepts to 0.0/h (target 1/h)" in text
+    assert ("0 false accepts in 0.5 h bound the rate only below 7.4/h (95%, exact Poisson), so the validation streams "
+            "cannot confirm the 1/h target; confirming it with none there takes 3.7 h of them") in text
     assert "deployed 5.0/h (2.5/h-10.0/h), 8.1% (4.0-16.2) missed; teacher 3.0/h (1.5/h-6.0/h), 5.2% (2.6-10.4) missed" in text
     assert "600 keywords and 610 unknown words from the test split's 140 keyword and 14 unknown-word clips" in text
     assert "a 1-s window every 100 ms, posteriors averaged over 3, 1 s refractory" in text
@@ -245,6 +247,16 @@ def test_memo_quotes_false_accepts_per_hour_beside_the_per_clip_figures(memo_dir
             "background noise alone") in text and "the Poisson interval is optimistic" in text
     assert f"]({memo.STREAM_PLOT})" in text
 
+
+
+def test_stream_paragraph_says_only_when_validation_streams_cannot_confirm_the_target(tmp_path):
+    (tmp_path / "metrics").mkdir()
+    write_stream(tmp_path / "metrics", DEPLOYED)
+    stream = json.loads((tmp_path / "metrics" / "stream.json").read_text())
+    assert "cannot confirm the 1/h target" in memo.stream_paragraph(stream, {"deployed": DEPLOYED})
+    stream["streams"]["val"]["hours"] = 40.0  # long enough: 0 false accepts in 40 h bound the rate below 0.09/h
+    stream["models"][DEPLOYED]["val"]["fa_per_hour_hi"] = metrics.poisson_rate(0, 40.0)[1]
+    assert "cannot confirm" not in memo.stream_paragraph(stream, {"deployed": DEPLOYED})
 
 def test_real_data_and_over_budget(tmp_path):
     s = write_metrics(tmp_path / "metrics")
