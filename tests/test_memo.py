@@ -248,7 +248,6 @@ def test_memo_quotes_false_accepts_per_hour_beside_the_per_clip_figures(memo_dir
     assert f"]({memo.STREAM_PLOT})" in text
 
 
-
 def test_stream_paragraph_says_only_when_validation_streams_cannot_confirm_the_target(tmp_path):
     (tmp_path / "metrics").mkdir()
     write_stream(tmp_path / "metrics", DEPLOYED)
@@ -257,6 +256,7 @@ def test_stream_paragraph_says_only_when_validation_streams_cannot_confirm_the_t
     stream["streams"]["val"]["hours"] = 40.0  # long enough: 0 false accepts in 40 h bound the rate below 0.09/h
     stream["models"][DEPLOYED]["val"]["fa_per_hour_hi"] = metrics.poisson_rate(0, 40.0)[1]
     assert "cannot confirm" not in memo.stream_paragraph(stream, {"deployed": DEPLOYED})
+
 
 def test_real_data_and_over_budget(tmp_path):
     s = write_metrics(tmp_path / "metrics")
