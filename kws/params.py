@@ -183,7 +183,12 @@ SCHEMA = {
         "importance": Choice(["l1", "l2", "bn_scale", "taylor"], "channel importance criterion"),
         "steps": Integer("[1, inf)", "iterative pruning steps"),
     },
-    "finetune": {**TRAINING, **AVERAGE},
+    "finetune": {
+        "alpha": Number(SHARE, "weight of the teacher's soft targets (0: labels only)"),
+        "temperature": Number("(0, inf)", "softmax temperature of the soft targets"),
+        **TRAINING,
+        **AVERAGE,
+    },
     "distill": {
         "student": Choice(STUDENTS, "student architecture"),
         "width": Number("(0, inf)", "student channel multiplier"),

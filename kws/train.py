@@ -74,12 +74,12 @@ def fit(model, power, labels, noise_power, feature_config, val_feats, val_labels
     epoch's, whatever the share). Returns {'val_acc' (of the kept weights), 'kept', 'epochs',
     'clip_epochs', 'wall_s', 'history'}.
 
-    `p` is a params block: epochs, batch_size, lr, weight_decay, seed, device, augment, and
-    average_share (absent: 0). `extra_params` are trained too but not part of the model (a
+    `p` is a params block: epochs, batch_size, lr, weight_decay, seed, device, augment,
+    average_share. `extra_params` are trained too but not part of the model (a
     distillation adapter; the caller puts it on the device). `subset`: indices of the clips to
     train on (default all), so a memory-mapped `power` is gathered a batch at a time rather than
     copied whole."""
-    device = resolve_device(p.get("device", "auto"))
+    device = resolve_device(p["device"])
     gen = torch.Generator().manual_seed(p["seed"])
     torch.manual_seed(p["seed"])
     model.to(device)
@@ -90,7 +90,7 @@ def fit(model, power, labels, noise_power, feature_config, val_feats, val_labels
     trainable = [q for q in model.parameters() if q.requires_grad] + list(extra_params)
     opt = make_optimizer(trainable, p)
     sched = warmup_cosine(opt, steps, p["warmup_epochs"] * math.ceil(n / bs))
-    share = p.get("average_share", 0) if keep == "chosen" else 0
+    share = p["average_share"] if keep == "chosen" else 0
     averaged = max(1, round(share * epochs)) if share else 0
     average = AveragedModel(model) if averaged else None
     pick_best = keep == "chosen" and not averaged

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kws import budget, distill, models, prune
+from kws import budget, checkpoint, distill, models, prune
 
 
 def small_teacher(width=1.0, seed=0):
@@ -200,3 +200,24 @@ def test_distillation_ensemble_takes_exactly_the_teacher_replicas_asked_for(tmp_
     with pytest.raises(ValueError, match="holds 2 teachers, distill.teacher_replicas asks for 3: run `dvc repro "
                                          "teacher_replicas` first"):
         distill_stage["teacher_files"]({"teachers": "ensemble", "teacher_replicas": 3})
+
+
+def test_fine_tuning_learns_from_the_unpruned_teacher_only_when_alpha_asks(tmp_path, monkeypatch):
+    finetune_stage = runpy.run_path(str(Path(__file__).parents[1] / "stages" / "finetune.py"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    cfg = {"kind": "logmel"}
+    teacher, pruned = small_teacher(seed=0), small_teacher(width=0.5, seed=1)
+    checkpoint.save(tmp_path / "models/teacher.pt", teacher, *models.preset("tc_resnet8", 1.0, 40, 12), cfg)
+    x, y = torch.randn(8, 40, 101), torch.randint(0, 12, (8,))
+    p = {"alpha": 0.7, "temperature": 4.0, "device": "cpu"}
+    with torch.no_grad():
+        kd = finetune_stage["make_loss"](p, cfg)(pruned, x, y)
+        assert torch.allclose(kd, distill.kd_loss(pruned(x), teacher(x), y, 0.7, 4.0))
+        labels_only = finetune_stage["make_loss"]({**p, "alpha": 0.0}, cfg)(pruned, x, y)
+        assert torch.equal(labels_only, torch.nn.functional.cross_entropy(pruned(x), y))
+        assert not torch.isclose(kd, labels_only)
+    (tmp_path / "models/teacher.pt").unlink()  # labels only: the teacher is not read
+    finetune_stage["make_loss"]({**p, "alpha": 0.0}, cfg)
+    with pytest.raises(FileNotFoundError, match="models/teacher.pt"):
+        finetune_stage["make_loss"](p, cfg)

@@ -42,7 +42,7 @@ def real(tmp_path_factory):
     arch, kwargs = models.preset("tc_resnet8", 1.0, features.n_channels(cfg), len(CLASSES))
     model = models.build(arch, kwargs, 0)
     p = {"optimizer": "sgd", "momentum": 0.9, "lr": 0.1, "warmup_epochs": 2, "epochs": 12, "batch_size": 100,
-         "weight_decay": 1e-3, "seed": 0, "device": "cpu",
+         "weight_decay": 1e-3, "seed": 0, "device": "cpu", "average_share": 0,
          "augment": yaml.safe_load((ROOT / "params.yaml").read_text())["augment"]}
     train.fit(model, power, labels[split["train"]], features.mel_power(train_noise, cfg), cfg,
               features.compute(wave[split["val"]], cfg), labels[split["val"]], p)

@@ -219,7 +219,7 @@ def test_training_repeats_exactly_with_the_seed():
     noise = rng.normal(0, 1000, (8, 16000)).astype(np.int16)
     val_x, val_y = features.compute(wave[:16], cfg), torch.as_tensor(labels[:16])
     p = {"epochs": 1, "batch_size": 32, "optimizer": "sgd", "momentum": 0.9, "lr": 0.1, "warmup_epochs": 1,
-         "weight_decay": 1e-3, "seed": 3, "device": "cpu",
+         "weight_decay": 1e-3, "seed": 3, "device": "cpu", "average_share": 0,
          "augment": {"time_shift_ms": 100, "noise_prob": 0.8, "noise_volume": 0.1, "freq_masks": 2,
                      "freq_mask_width": 5, "time_masks": 2, "time_mask_width": 10, "tempo": 0.1,
                      "freq_warp": 0.1, "gain_db": 6.0}}
@@ -295,7 +295,7 @@ def test_a_diverged_training_run_stops_with_a_clear_error():
     wave = rng.normal(0, 3000, (32, 16000)).astype(np.int16)
     labels = torch.as_tensor(rng.integers(0, 12, 32))
     p = {"epochs": 2, "batch_size": 16, "optimizer": "sgd", "momentum": 0.9, "lr": 1e30, "warmup_epochs": 0,
-         "weight_decay": 0.0, "seed": 0, "device": "cpu",
+         "weight_decay": 0.0, "seed": 0, "device": "cpu", "average_share": 0,
          "augment": {"time_shift_ms": 0, "noise_prob": 0.0, "noise_volume": 0.0, "freq_masks": 0,
                      "freq_mask_width": 0, "time_masks": 0, "time_mask_width": 0, "tempo": 0.0,
                      "freq_warp": 0.0, "gain_db": 0.0}}
