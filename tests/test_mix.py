@@ -69,7 +69,7 @@ def test_pretraining_runs_on_synthetic_clips_then_on_recorded_ones(tmp_path, mon
     cfg = small_workspace(tmp_path, monkeypatch, synthetic)
     model = models.build(*models.preset("tc_resnet8", 0.25, cfg["n_mels"], 12))
     p = {"optimizer": "sgd", "momentum": 0.9, "lr": 0.01, "warmup_epochs": 0, "epochs": 2, "batch_size": 16,
-         "weight_decay": 0.0, "seed": 0, "device": "cpu"}
+         "weight_decay": 0.0, "seed": 0, "device": "cpu", "average_share": 0}
     monkeypatch.setattr(train, "check_beats_chance", lambda *a: None)  # random spectra: nothing to learn
     result = train.train_on_dataset(model, p, AUGMENT, "t", pretrain_epochs=3)
     # pre-training: the 48 synthetic clips and the 6 silence clips (label 0, all recorded here)
