@@ -19,8 +19,8 @@ def main():
     result = {}
 
     def train_fn(qat_model):
-        # the best validation epoch, not averaged weights: a mean of fake-quantized weights would
-        # fall between the quantization grids its observers were calibrated for
+        # the best validation epoch, not averaged weights: the fake-quantized graph has its
+        # BatchNorm folded, so averaged weights would have no statistics to re-estimate
         result.update(train.train_on_dataset(qat_model, {**p, "average_share": 0}, augment, "qat",
                                              set_train=quant.set_train_mode))
 
