@@ -48,7 +48,7 @@ def ensemble_logits(teachers, x, temperature):
     return torch.log(probs.clamp_min(1e-8)) * temperature
 
 
-def mixup(x, y, strength):
+def mixup_batch(x, y, strength):
     """mixup (Zhang et al. 2018): the batch blended with a shuffle of itself by one
     lam ~ Beta(strength, strength). Returns the blend and `targets(logits)`: the labels blended
     alike as class probabilities (cross-entropy on them is lam * CE(y) + (1 - lam) *
@@ -62,9 +62,10 @@ def mixup(x, y, strength):
     return lam * x + (1 - lam) * x[perm], targets
 
 
-def make_loss(teachers, p, adapter=None):
-    """The distil stage's loss(model, x, y). p: alpha, temperature, feature_weight, and mixup
-    (0 = off): the student and its teachers both see the blended clips, so the soft
+def make_loss(teachers, alpha, temperature, mixup=0.0, feature_weight=0.0, adapter=None):
+    """loss(model, x, y) = (1 - alpha) * CE + alpha * T^2 * KL to the teachers' softened outputs
+    (labels only at alpha 0 or with no teachers), plus feature_weight times a hint loss through
+    `adapter`. mixup > 0: the student and its teachers both see the blended clips, so the soft
     targets cover the space between training clips, not only the clips themselves."""
     for t in teachers:
         t.eval()
@@ -73,20 +74,20 @@ def make_loss(teachers, p, adapter=None):
     def loss(model, x, y):
         def targets(logits):  # class indices, unless mixup blends them
             return y
-        if p["mixup"] > 0:
-            x, targets = mixup(x, y, p["mixup"])
-        if p["alpha"] == 0 or not teachers:
+        if mixup > 0:
+            x, targets = mixup_batch(x, y, mixup)
+        if alpha == 0 or not teachers:
             logits = model(x)
             return F.cross_entropy(logits, targets(logits))
         with torch.no_grad():
-            t_logits = teachers[0](x) if len(teachers) == 1 else ensemble_logits(teachers, x, p["temperature"])
+            t_logits = teachers[0](x) if len(teachers) == 1 else ensemble_logits(teachers, x, temperature)
         if adapter is None:
             logits = model(x)
-            return kd_loss(logits, t_logits, targets(logits), p["alpha"], p["temperature"])
+            return kd_loss(logits, t_logits, targets(logits), alpha, temperature)
         s_feats = model.features(x)
         s_logits = model.head(s_feats)
         with torch.no_grad():  # hints come from the last teacher: the narrowest, closest to the student
             t_feats = as_sequence(teachers[-1].features(x))
         hint = F.mse_loss(adapter(s_feats, t_feats.shape[-1]), t_feats)
-        return kd_loss(s_logits, t_logits, targets(s_logits), p["alpha"], p["temperature"]) + p["feature_weight"] * hint
+        return kd_loss(s_logits, t_logits, targets(s_logits), alpha, temperature) + feature_weight * hint
     return loss

@@ -42,7 +42,8 @@ def main(mode):
             adapter = distill.FeatureAdapter(distill.feature_channels(student, *shape),
                                              distill.feature_channels(teachers[-1], *shape)).to(device)
             extra = tuple(adapter.parameters())
-    loss = distill.make_loss(teachers, {**p, "alpha": p["alpha"] if mode == "kd" else 0.0}, adapter)
+    loss = distill.make_loss(teachers, p["alpha"] if mode == "kd" else 0.0, p["temperature"], p["mixup"],
+                             p["feature_weight"], adapter)
     print(f"[distill@{mode}] {p['student']} x{p['width']}: {models.n_params(student)} parameters, {flash} B as "
           f".tflite (budget {p['budget_bytes']}), {arena} B TFLM arena (budget {p['arena_budget_bytes']}); "
           f"teachers: {teacher_files(p) if teachers else 'none (hard labels)'}", flush=True)

@@ -13,8 +13,7 @@ def make_loss(p, cfg):
     softened outputs (kws.distill.kd_loss). The teacher for both widths: the narrow model's own
     input, the fine-tuned wide model, is weaker."""
     teachers = [checkpoint.load(TEACHER, cfg)[0].to(train.resolve_device(p["device"]))] if p["alpha"] > 0 else []
-    return distill.make_loss(teachers, {"alpha": p["alpha"], "temperature": p["temperature"], "mixup": 0.0,
-                                        "feature_weight": 0.0})
+    return distill.make_loss(teachers, p["alpha"], p["temperature"])
 
 
 def main(key):

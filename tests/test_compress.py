@@ -91,7 +91,7 @@ def test_ensemble_soft_targets_are_the_mean_of_the_teachers_softened_probabiliti
         s = student(x)
         kl = (targets * (targets.log() - torch.log_softmax(s / T, 1))).sum(1).mean()
         expected = (1 - alpha) * torch.nn.functional.cross_entropy(s, y) + alpha * T * T * kl
-        loss = distill.make_loss(teachers, {"alpha": alpha, "temperature": T, "feature_weight": 0.0, "mixup": 0.0})
+        loss = distill.make_loss(teachers, alpha, T)
         torch.testing.assert_close(loss(student, x, y), expected)
 
 
@@ -114,7 +114,6 @@ def test_mixup_blends_clips_and_labels_alike_and_the_teachers_see_the_blend():
     torch.manual_seed(0)
     teacher, student = Recorder(torch.nn.Linear(6, 12)), torch.nn.Linear(6, 12)
     x, y, T, alpha = torch.randn(8, 6), torch.randint(0, 12, (8,)), 4.0, 0.7
-    p = {"alpha": alpha, "temperature": T, "feature_weight": 0.0, "mixup": 0.4}
     torch.manual_seed(1)  # the draw the loss will make: lam, then the shuffle
     lam = torch.distributions.Beta(0.4, 0.4).sample().item()
     perm = torch.randperm(8)
@@ -126,12 +125,12 @@ def test_mixup_blends_clips_and_labels_alike_and_the_teachers_see_the_blend():
         hard = lam * ce(s, y) + (1 - lam) * ce(s, y[perm])
         kl = torch.nn.functional.kl_div(torch.log_softmax(s / T, 1), torch.softmax(t / T, 1), reduction="batchmean")
         torch.manual_seed(1)
-        got = distill.make_loss([teacher], p)(student, x, y)
+        got = distill.make_loss([teacher], alpha, T, mixup=0.4)(student, x, y)
         torch.testing.assert_close(teacher.seen, blend)
         torch.testing.assert_close(got, (1 - alpha) * hard + alpha * T * T * kl)
         torch.manual_seed(1)  # the no-KD twin blends the same way
-        torch.testing.assert_close(distill.make_loss([], {**p, "alpha": 0.0})(student, x, y), hard)
-        distill.make_loss([teacher], {**p, "mixup": 0.0})(student, x, y)
+        torch.testing.assert_close(distill.make_loss([], 0.0, T, mixup=0.4)(student, x, y), hard)
+        distill.make_loss([teacher], alpha, T)(student, x, y)
         torch.testing.assert_close(teacher.seen, x)
 
 
@@ -142,7 +141,7 @@ def test_feature_hint_adapter_shapes():
     x = torch.randn(2, 40, 101)
     t_feats = teacher.features(x)
     assert a(student.features(x), t_feats.shape[-1]).shape == t_feats.shape
-    loss = distill.make_loss([teacher], {"alpha": 0.5, "temperature": 4.0, "feature_weight": 1.0, "mixup": 0.0}, a)
+    loss = distill.make_loss([teacher], 0.5, 4.0, feature_weight=1.0, adapter=a)
     loss(student, x, torch.tensor([0, 1])).backward()
     assert a.proj.weight.grad is not None
 
