@@ -2,14 +2,14 @@
 import time
 from pathlib import Path
 
-from kws import dataset, io, silence, sources
+from kws import dataset, io, silence, sources, workspace
 from kws.data_source import corpus_root, extra_train_records, synthetic_train_records
 
 OUT = Path("data/dataset")
 
 
 def main():
-    p = io.params("data")
+    p = workspace.data_folders(io.params("data"), Path.cwd())
     t0 = time.time()
     mixed = synthetic_train_records(p)
     root, noise_root = corpus_root(p)

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import yaml
 
-from kws import atomic, fingerprint, params
+from kws import atomic, fingerprint, params, workspace
 
 OUT = Path("data/source.json")
 
 
 def main():
-    what = fingerprint.inputs(params.check(yaml.safe_load(Path("params.yaml").read_text()), "data"))
+    p = params.check(yaml.safe_load(Path("params.yaml").read_text()), "data")
+    what = fingerprint.inputs(workspace.data_folders(p, Path.cwd()))
     folders = {name: fingerprint.folder(path) for name, path in what["folders"].items()}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(OUT, json.dumps({"folders": folders, "archive": what["archive"]}, indent=2) + "\n")

@@ -2,7 +2,7 @@
 renamed or rewritten, and only then."""
 import os
 
-from kws import download, fingerprint
+from kws import download, fingerprint, workspace
 
 
 def test_folder_fingerprint_follows_names_sizes_and_mtimes(tmp_path):
@@ -33,3 +33,20 @@ def test_inputs_name_what_fetch_reads():
     downloaded = fingerprint.inputs({"source": "speech_commands", "root": "", "noise_root": "", "extra_train_root": ""})
     assert downloaded == {"folders": {}, "archive": {"url": download.GSC_URL, "sha256": download.GSC_SHA256,
                                                      "bytes": download.GSC_SIZE}}
+
+
+def test_a_queued_experiment_reads_relative_folders_from_the_workspace(tmp_path):
+    """`dvc exp run --queue` runs the stages in <workspace>/.dvc/tmp/exps/<copy>/: a relative
+    data.root such as ../shared/... must name the folder it names from the workspace."""
+    work = tmp_path / "project"
+    copy = work / ".dvc" / "tmp" / "exps" / "tmpab12"
+    (tmp_path / "shared" / "speech").mkdir(parents=True)
+    copy.mkdir(parents=True)
+    block = {"source": "folder", "root": "../shared/speech", "noise_root": "/abs/noise", "extra_train_root": "",
+             "cache": "data/cache"}
+    assert workspace.project_root(copy) == work and workspace.project_root(work) == work
+    assert workspace.data_folders(block, work) == block  # the workspace itself: unchanged
+    queued = workspace.data_folders(block, copy)
+    assert queued == {**block, "root": str(work / "../shared/speech")}  # absolute and empty ones kept, cache too
+    assert fingerprint.folder(queued["root"])["files"] == 0  # found, not "missing"
+    assert fingerprint.folder(copy / block["root"]).get("missing")  # what the copy alone would read
