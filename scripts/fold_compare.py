@@ -4,22 +4,31 @@
     dvc queue start                  # `dvc queue status` until nothing is Queued or Running
     python scripts/fold_compare.py --param distill.epochs --a 420 --b 140   # -> memo/fold_compare.csv
 
+A setting of an early stage needs only the models it changes: target their evaluate stages and
+name them (the rest of the chain does not run):
+
+    dvc exp run --queue -S data.fold=0,1,2,3,4 -S finetune.epochs=60,180 evaluate@pruned_wide evaluate@pruned_narrow
+    python scripts/fold_compare.py --param finetune.epochs --a 180 --b 60 --model pruned_wide --model pruned_narrow
+
 Per model, and for the deployed model (each run's own choice), the clips of every fold that both
 settings ran are pooled: top-1 of each setting with its Wilson interval, and an exact McNemar test
 on the clip pairs (clips only A gets right against clips only B gets right). The folds' clips are
 disjoint and both settings see the same clips in the same order, so the pooled discordant counts
 are those of one paired test on all of them: it resolves differences that two overlapping
-intervals, or any one fold, cannot. Decide on validation; test is for reading after.
+intervals, or any one fold, cannot. Decide on validation; test is for reading after. Beside them,
+each setting's FAR at 1% FRR: the folds' own figures averaged by clips (one seed: no interval).
 
 The per-clip rows come from each run's commit (`git show REV:metrics/eval/<model>/confusion.csv`
 and `val_confusion.csv`: DVC keeps them in git, cache: false), so no run needs applying; runs made
 in other clones need their commits here first (`git fetch CLONE 'refs/exps/*:refs/exps/*'`). A pair
 is refused when its runs differ in any other parameter, or its clips differ: then it would not be
-a comparison of the one parameter.
+a comparison of the one parameter; and a model a run did not evaluate itself (a targeted run keeps
+its base commit's rows for the others) is refused, not read.
 """
 import argparse
 import functools
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +41,7 @@ import sweep_table as sweep  # scripts/ is on sys.path when run as a script
 from kws.metrics import mcnemar, wilson
 
 FILES = {"val": "val_confusion.csv", "test": "confusion.csv"}
+FAR_KEYS = {"val": "val_far_macro", "test": "far_macro"}
 
 
 def fold_runs(show, param_name, values):
@@ -69,15 +79,47 @@ def check_same_otherwise(runs, param_name, allowed=()):
                              f"a parameter that is meant to go with it)")
 
 
+def git_show(rev, path):
+    """The text of `path` in commit `rev`, or None where the commit has no such file."""
+    r = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
+    return None if r.returncode else r.stdout
+
+
+def check_evaluated(rev, model):
+    """A run made with targets (`dvc exp run ... evaluate@pruned_narrow`) carries the other models'
+    rows from its base commit: refuse them. Its dvc.lock tells: an evaluate entry the run did not
+    rerun depends on files (features, models) other than the ones the run's own stages wrote."""
+    lock = git_show(rev, "dvc.lock")
+    if lock is None:
+        return
+    stages = yaml.safe_load(lock)["stages"]
+    entry = stages.get(f"evaluate@{model}")
+    outs = {o["path"]: o.get("md5") for stage in stages.values() for o in stage.get("outs", [])}
+    stale = [d["path"] for d in (entry or {}).get("deps", []) if d["path"] in outs and outs[d["path"]] != d.get("md5")]
+    if entry is None or stale:
+        why = f"its evaluate@{model} read another {stale[0]}" if stale else f"its dvc.lock has no evaluate@{model}"
+        raise ValueError(f"run {rev[:7]} did not evaluate {model} on its own data and models ({why}): run the "
+                         f"experiments with evaluate@{model} among their targets, or leave --model {model} out")
+
+
 @functools.cache  # the deployed row reads files another row has read
+def read_far(rev, model, split):
+    """The run's FAR at 1% FRR (macro over keywords, validation thresholds) on `split`; None where
+    its metrics predate it."""
+    text = git_show(rev, f"metrics/eval/{model}.json")
+    return None if text is None else json.loads(text).get(FAR_KEYS[split])
+
+
+@functools.cache
 def read_rows(rev, model, split):
     """(labels, correct) of `model`'s clips in `split`, read from the run's commit."""
     path = f"metrics/eval/{model}/{FILES[split]}"
-    r = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
-    if r.returncode:
+    text = git_show(rev, path)
+    if text is None:
         hint = " (runs made before val_confusion.csv was written: --splits test)" if split == "val" else ""
-        raise FileNotFoundError(f"run {rev[:7]} has no {path}{hint}: {r.stderr.strip()}")
-    rows = pd.read_csv(io.StringIO(r.stdout))
+        raise FileNotFoundError(f"run {rev[:7]} has no {path}{hint}")
+    check_evaluated(rev, model)
+    rows = pd.read_csv(io.StringIO(text))
     return rows["actual"].to_numpy(), (rows["actual"] == rows["predicted"]).to_numpy()
 
 
@@ -91,7 +133,7 @@ def compare(chosen, param_name, a, b, models, splits, allowed=()):
     rows = []
     for model in models:
         for split in splits:
-            ca, cb = [], []
+            ca, cb, fa, fb = [], [], [], []
             for f in folds:
                 runs = chosen[(f, a)][1], chosen[(f, b)][1]
                 names = [deployed(d) if model == "deployed" else model for d in runs]
@@ -101,6 +143,9 @@ def compare(chosen, param_name, a, b, models, splits, allowed=()):
                                      f"{runs[1]['rev'][:7]} differ; the data settings must match")
                 ca.append(xa)
                 cb.append(xb)
+                fa.append(read_far(runs[0]["rev"], names[0], split))
+                fb.append(read_far(runs[1]["rev"], names[1], split))
+            sizes = [len(c) for c in ca]
             ca, cb = np.concatenate(ca), np.concatenate(cb)
             test = mcnemar(ca, cb)
             n = len(ca)
@@ -108,8 +153,18 @@ def compare(chosen, param_name, a, b, models, splits, allowed=()):
             for tag, c in (("a", ca), ("b", cb)):
                 row.update({f"{tag}_top1": c.mean(), **dict(zip([f"{tag}_lo", f"{tag}_hi"], wilson(int(c.sum()), n)))})
             rows.append({**row, "only_a_right": test["only_a_right"], "only_b_right": test["only_b_right"],
-                         "p_value": test["p_value"]})
+                         "p_value": test["p_value"], "a_far": clip_weighted(fa, sizes),
+                         "b_far": clip_weighted(fb, sizes)})
     return pd.DataFrame(rows)
+
+
+def clip_weighted(values, sizes):
+    """The folds' mean weighted by their clips; NaN if any fold lacks the value. FAR at 1% FRR
+    sets a threshold per fold, so pooling clips across folds would mix thresholds: a weighted mean
+    of the folds' own figures is what the runs measured. One seed: no interval covers a rerun."""
+    if any(v is None for v in values):
+        return float("nan")
+    return float(np.average(values, weights=sizes))
 
 
 def deployed(data):
@@ -154,9 +209,10 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "fold_compare.csv", index=False)
-    show = df.assign(**{c: (100 * df[c]).round(1) for c in ("a_top1", "a_lo", "a_hi", "b_top1", "b_lo", "b_hi")},
-                     p_value=df["p_value"].round(4))
-    print(f"A: {args.param}={a!r}  B: {args.param}={b!r}  (top-1 %, 95% Wilson; exact McNemar on the pooled clip pairs)")
+    percent = ("a_top1", "a_lo", "a_hi", "b_top1", "b_lo", "b_hi", "a_far", "b_far")
+    show = df.assign(**{c: (100 * df[c]).round(1) for c in percent}, p_value=df["p_value"].round(4))
+    print(f"A: {args.param}={a!r}  B: {args.param}={b!r}  (top-1 %, 95% Wilson; exact McNemar on the pooled "
+          f"clip pairs; far: FAR at 1% FRR %, the folds' mean weighted by clips, one seed, no interval)")
     print(show.to_string(index=False))
     print(f"-> {out / 'fold_compare.csv'}")
 

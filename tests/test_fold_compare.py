@@ -31,15 +31,20 @@ def rows(correct, labels=LABELS):
     return pd.DataFrame({"actual": labels, "predicted": np.where(correct, labels, wrong)})
 
 
-def commit_run(repo, correct, labels=LABELS, models=("teacher", "student_kd")):
+def commit_run(repo, correct, labels=LABELS, models=("teacher", "student_kd"), far=None, lock=None):
     """One run's commit: every model's test and validation rows; `correct[split]` is which clips it gets
-    right (the same for each model)."""
+    right (the same for each model); `far` {split: FAR} its evaluate metrics, `lock` its dvc.lock."""
     for model in models:
         d = repo / "metrics/eval" / model
         d.mkdir(parents=True, exist_ok=True)
         rows(correct["test"], labels).to_csv(d / "confusion.csv", index=False)
         if "val" in correct:
             rows(correct["val"], labels).to_csv(d / "val_confusion.csv", index=False)
+        if far is not None:
+            (repo / f"metrics/eval/{model}.json").write_text(json.dumps({"far_macro": far["test"],
+                                                                         "val_far_macro": far["val"]}))
+    if lock is not None:
+        (repo / "dvc.lock").write_text(json.dumps(lock))  # JSON is YAML
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "--allow-empty", "-m", "run")
     return git(repo, "rev-parse", "HEAD")
@@ -139,6 +144,54 @@ def test_runs_without_validation_rows_say_how_to_go_on(repo):
     with pytest.raises(SystemExit, match="fold_compare: run .* has no metrics/eval/teacher/val_confusion.csv"):
         fold_compare.main(["--param", "distill.epochs", "--a", "420", "--b", "140", "--json", str(show),
                            "--model", "teacher", "--out", str(repo / "out")])
+
+
+def test_far_is_each_settings_fold_figures_weighted_by_clips(repo):
+    """FAR at 1% FRR sets its threshold per fold: the row gives the folds' own figures averaged by
+    their clips (20 and 10 here), and NaN when a run's metrics have none."""
+    short = LABELS[:10]
+    correct = {(f, e): {k: v[:len(LABELS) if f == 0 else 10] for k, v in correct_at(f + e, 0.8).items()}
+               for f in (0, 1) for e in (140, 420)}
+    far = {(0, 420): 0.02, (1, 420): 0.08, (0, 140): 0.05, (1, 140): 0.11}
+    entries = [run_entry(commit_run(repo, correct[f, e], LABELS if f == 0 else short,
+                                    far={"test": far[f, e], "val": far[f, e] / 2}), f, e, stamp=2 * f + (e == 420))
+               for f, e in correct]
+    chosen, _ = fold_compare.fold_runs(exp_show(entries), "distill.epochs", (420, 140))
+    df = fold_compare.compare(chosen, "distill.epochs", 420, 140, ["teacher"], ["val", "test"]).set_index("split")
+    assert df.loc["test", "a_far"] == pytest.approx((0.02 * 20 + 0.08 * 10) / 30)
+    assert df.loc["test", "b_far"] == pytest.approx((0.05 * 20 + 0.11 * 10) / 30)
+    assert df.loc["val", "a_far"] == pytest.approx((0.01 * 20 + 0.04 * 10) / 30)
+    for model in ("teacher", "student_kd"):
+        (repo / f"metrics/eval/{model}.json").unlink()  # runs whose metrics predate FAR
+    old = [run_entry(commit_run(repo, correct_at(1, 0.9)), 0, e, stamp=10 + i) for i, e in enumerate((420, 140))]
+    chosen, _ = fold_compare.fold_runs(exp_show(old), "distill.epochs", (420, 140))
+    assert np.isnan(fold_compare.compare(chosen, "distill.epochs", 420, 140, ["teacher"], ["test"]).iloc[0]["a_far"])
+
+
+def lock_with(evaluated_features):
+    """A dvc.lock whose features stage wrote `f1` and whose evaluate@teacher read `evaluated_features`."""
+    dep = {"path": "data/features", "md5": evaluated_features}
+    evaluate = {"deps": [dep, {"path": "stages/evaluate.py", "md5": "e"}]}
+    return {"schema": "2.0", "stages": {"features": {"outs": [{"path": "data/features", "md5": "f1.dir"}]},
+                                        "evaluate@teacher": evaluate}}
+
+
+def test_a_model_the_run_did_not_evaluate_itself_is_refused(repo):
+    """A targeted run (`dvc exp run ... evaluate@pruned_narrow`) keeps its base commit's rows for the
+    other models: its dvc.lock's evaluate entry for them read other features than the run made."""
+    good = [run_entry(commit_run(repo, correct_at(e, 0.9), lock=lock_with("f1.dir")), 0, e, stamp=e % 100)
+            for e in (420, 140)]
+    chosen, _ = fold_compare.fold_runs(exp_show(good), "distill.epochs", (420, 140))
+    assert fold_compare.compare(chosen, "distill.epochs", 420, 140, ["teacher"], ["test"]).iloc[0]["clips"] == 20
+    stale = [good[0], run_entry(commit_run(repo, correct_at(7, 0.9), lock=lock_with("f0.dir")), 0, 140, stamp=50)]
+    chosen, _ = fold_compare.fold_runs(exp_show(stale), "distill.epochs", (420, 140))
+    with pytest.raises(ValueError, match="did not evaluate teacher on its own data and models .*read another "
+                                         "data/features.*evaluate@teacher among their targets"):
+        fold_compare.compare(chosen, "distill.epochs", 420, 140, ["teacher"], ["test"])
+    none = [good[0], run_entry(commit_run(repo, correct_at(8, 0.9), lock={"stages": {}}), 0, 140, stamp=60)]
+    chosen, _ = fold_compare.fold_runs(exp_show(none), "distill.epochs", (420, 140))
+    with pytest.raises(ValueError, match="has no evaluate@teacher"):
+        fold_compare.compare(chosen, "distill.epochs", 420, 140, ["teacher"], ["test"])
 
 
 def test_bad_arguments_are_named(tmp_path):
