@@ -195,7 +195,11 @@ def main(argv=None):
     splits = args.splits.split(",")
     if not splits or set(splits) - set(FILES):
         ap.error(f"--splits takes val and/or test, comma-separated, not {args.splits!r}")
-    chosen, skipped = fold_runs(sweep.exp_show(args.json, args.all_commits), args.param, (a, b))
+    try:
+        show = sweep.exp_show(args.json, args.all_commits)
+    except (FileNotFoundError, RuntimeError) as e:
+        sys.exit(f"fold_compare: {e}")
+    chosen, skipped = fold_runs(show, args.param, (a, b))
     for name, why in skipped:
         print(f"skipped {name}: {why}", file=sys.stderr)
     unpaired = sorted(f"data.fold={f} ({args.param}={v})" for f, v in chosen if (f, b if v == a else a) not in chosen)

@@ -23,6 +23,7 @@ it is skipped by its state and error, never by its metrics.
 """
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -43,13 +44,23 @@ FIGURES = [("int8_bytes", 1 / 1024, "INT8 flash (KB)"), ("top1", 100, "top-1 acc
            ("far_macro", 100, "FAR at 1% FRR (%)")]  # (column, scale, axis label)
 
 
+def dvc_program():
+    """dvc on PATH, else the one beside this Python: `.venv/bin/python scripts/...` works without
+    activating the environment."""
+    found = shutil.which("dvc") or shutil.which("dvc", path=str(Path(sys.executable).parent))
+    if not found:
+        raise FileNotFoundError(f"dvc is neither on PATH nor beside {sys.executable}: run `make setup` and "
+                                "use .venv/bin/python, or pass --json with saved `dvc exp show --json` output")
+    return found
+
+
 def exp_show(json_file=None, all_commits=False):
     if json_file:
         path = Path(json_file)
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found (expected the output of `dvc exp show --json`)")
         return json.loads(path.read_text())
-    cmd = ["dvc", "exp", "show", "--json"] + (["--all-commits"] if all_commits else [])
+    cmd = [dvc_program(), "exp", "show", "--json"] + (["--all-commits"] if all_commits else [])
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:
         raise RuntimeError(f"`{' '.join(cmd)}` failed: {r.stderr.strip()}")
@@ -202,7 +213,11 @@ def main(argv=None):
     ap.add_argument("--model", help="read this model's metrics/eval/MODEL.json instead of the summary (runs of "
                     "`evaluate@MODEL` alone)")
     a = ap.parse_args(argv)
-    df, pairs, skipped = table(exp_show(a.json, a.all_commits), a.param, a.model)
+    try:
+        show = exp_show(a.json, a.all_commits)
+    except (FileNotFoundError, RuntimeError) as e:
+        sys.exit(f"sweep_table: {e}")
+    df, pairs, skipped = table(show, a.param, a.model)
     for name, why in skipped:
         print(f"skipped {name}: {why}", file=sys.stderr)
     out = Path(a.out)

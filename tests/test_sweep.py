@@ -5,6 +5,7 @@ exp_show_done.json: after `dvc queue start` finished; exp_show_running.json: whi
 0.95 was still queued."""
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -39,6 +40,21 @@ def test_running_and_queued_runs_are_skipped():
     df, pairs, skipped = sweep.table(load("exp_show_running.json"), "prune.ratio")
     assert sorted(df["prune.ratio"].unique()) == [0.3, 0.4, 0.5, 0.6]
     assert ("faced-kyat", "running") in skipped and ("cynic-emus", "queued") in skipped
+
+
+def test_dvc_is_found_beside_the_python_that_runs_the_script(tmp_path, monkeypatch):
+    """`.venv/bin/python scripts/sweep_table.py` without the venv activated: dvc is not on PATH
+    but beside that Python; with neither, a clear exit instead of a traceback."""
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    fake = venv / "dvc"
+    fake.write_text(f"#!/bin/sh\nexec {shutil.which('cat')} {FIXTURES / 'exp_show_done.json'}\n")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(sweep.sys, "executable", str(venv / "python"))
+    with pytest.raises(SystemExit, match="sweep_table: dvc is neither on PATH nor beside .*venv/python"):
+        sweep.main(["--param", "prune.ratio", "--out", str(tmp_path)])  # not executable: not found
+    fake.chmod(0o755)
+    assert sweep.exp_show() == load("exp_show_done.json")
 
 
 def test_missing_param_and_file_are_named(tmp_path):
