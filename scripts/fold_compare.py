@@ -16,7 +16,8 @@ on the clip pairs (clips only A gets right against clips only B gets right). The
 disjoint and both settings see the same clips in the same order, so the pooled discordant counts
 are those of one paired test on all of them: it resolves differences that two overlapping
 intervals, or any one fold, cannot. Decide on validation; test is for reading after. Beside them,
-each setting's FAR at 1% FRR: the folds' own figures averaged by clips (one seed: no interval).
+each setting's FAR at 1% FRR: the folds' own figures averaged by clips (one seed: no interval),
+and each setting's top-1 per fold (in fold order, "/"-separated).
 
 The per-clip rows come from each run's commit (`git show REV:metrics/eval/<model>/confusion.csv`
 and `val_confusion.csv`: DVC keeps them in git, cache: false), so no run needs applying; runs made
@@ -50,13 +51,17 @@ def fold_runs(show, param_name, values):
     found, skipped = [], []
     for name, rev, state in sweep.runs(show):
         why = sweep.why_unfinished(rev, state)
+        if not why:
+            try:  # commits older than a parameter (--all-commits reaches them) lack it
+                key = (sweep.param(rev["data"], "data.fold"), sweep.param(rev["data"], param_name))
+            except KeyError as e:
+                why = str(e.args[0])
         if why:
             skipped.append((name, why))
-        elif sweep.param(rev["data"], param_name) in values:
-            found.append((name, rev["data"]))
+        elif key[1] in values:
+            found.append((name, rev["data"], key))
     chosen = {}
-    for name, data in sorted(found, key=lambda run: run[1]["timestamp"]):  # a newer run replaces an older one
-        key = (sweep.param(data, "data.fold"), sweep.param(data, param_name))
+    for name, data, key in sorted(found, key=lambda run: run[1]["timestamp"]):  # a newer run replaces an older one
         if key in chosen:
             skipped.append((chosen[key][0], f"a newer run at data.fold={key[0]}, {param_name}={key[1]}"))
         chosen[key] = (name, data)
@@ -85,14 +90,20 @@ def git_show(rev, path):
     return None if r.returncode else r.stdout
 
 
+@functools.cache  # every model of a run checks the same lock
+def lock_stages(rev):
+    """The stages of the run's dvc.lock, or None where the commit has none."""
+    lock = git_show(rev, "dvc.lock")
+    return None if lock is None else yaml.safe_load(lock)["stages"]
+
+
 def check_evaluated(rev, model):
     """A run made with targets (`dvc exp run ... evaluate@pruned_narrow`) carries the other models'
     rows from its base commit: refuse them. Its dvc.lock tells: an evaluate entry the run did not
     rerun depends on files (features, models) other than the ones the run's own stages wrote."""
-    lock = git_show(rev, "dvc.lock")
-    if lock is None:
+    stages = lock_stages(rev)
+    if stages is None:
         return
-    stages = yaml.safe_load(lock)["stages"]
     entry = stages.get(f"evaluate@{model}")
     outs = {o["path"]: o.get("md5") for stage in stages.values() for o in stage.get("outs", [])}
     stale = [d["path"] for d in (entry or {}).get("deps", []) if d["path"] in outs and outs[d["path"]] != d.get("md5")]
@@ -146,6 +157,7 @@ def compare(chosen, param_name, a, b, models, splits, allowed=()):
                 fa.append(read_far(runs[0]["rev"], names[0], split))
                 fb.append(read_far(runs[1]["rev"], names[1], split))
             sizes = [len(c) for c in ca]
+            by_fold = {tag: "/".join(f"{100 * c.mean():.1f}" for c in cs) for tag, cs in (("a", ca), ("b", cb))}
             ca, cb = np.concatenate(ca), np.concatenate(cb)
             test = mcnemar(ca, cb)
             n = len(ca)
@@ -154,7 +166,7 @@ def compare(chosen, param_name, a, b, models, splits, allowed=()):
                 row.update({f"{tag}_top1": c.mean(), **dict(zip([f"{tag}_lo", f"{tag}_hi"], wilson(int(c.sum()), n)))})
             rows.append({**row, "only_a_right": test["only_a_right"], "only_b_right": test["only_b_right"],
                          "p_value": test["p_value"], "a_far": clip_weighted(fa, sizes),
-                         "b_far": clip_weighted(fb, sizes)})
+                         "b_far": clip_weighted(fb, sizes), "a_by_fold": by_fold["a"], "b_by_fold": by_fold["b"]})
     return pd.DataFrame(rows)
 
 
@@ -216,7 +228,8 @@ def main(argv=None):
     percent = ("a_top1", "a_lo", "a_hi", "b_top1", "b_lo", "b_hi", "a_far", "b_far")
     show = df.assign(**{c: (100 * df[c]).round(1) for c in percent}, p_value=df["p_value"].round(4))
     print(f"A: {args.param}={a!r}  B: {args.param}={b!r}  (top-1 %, 95% Wilson; exact McNemar on the pooled "
-          f"clip pairs; far: FAR at 1% FRR %, the folds' mean weighted by clips, one seed, no interval)")
+          f"clip pairs; far: FAR at 1% FRR %, the folds' mean weighted by clips, one seed, no interval; by_fold: "
+          f"top-1 % of each fold)")
     print(show.to_string(index=False))
     print(f"-> {out / 'fold_compare.csv'}")
 

@@ -99,6 +99,7 @@ def test_folds_pool_into_one_paired_test(repo, tmp_path):
         assert (row["only_a_right"], row["only_b_right"]) == (only_a, only_b)
         assert row["p_value"] == pytest.approx(mcnemar_p(only_a, only_b))
         assert row["a_lo"] <= row["a_top1"] <= row["a_hi"]
+        assert row["a_by_fold"] == "/".join(f"{100 * truth[f, 420][split].mean():.1f}" for f in (0, 1))
 
 
 def test_newest_run_stands_and_unpaired_fold_is_left_out(repo):
@@ -106,7 +107,10 @@ def test_newest_run_stands_and_unpaired_fold_is_left_out(repo):
     entries = [run_entry(commit_run(repo, bad), 0, 420, stamp=1), run_entry(commit_run(repo, good), 0, 420, stamp=2),
                run_entry(commit_run(repo, correct_at(2, 0.5)), 0, 140, stamp=3),
                run_entry(commit_run(repo, good), 1, 420, stamp=4)]  # fold 1 has no 140 run
-    chosen, skipped = fold_compare.fold_runs(exp_show(entries), "distill.epochs", (420, 140))
+    older = run_entry(commit_run(repo, good), 0, 420, stamp=0)
+    del older["data"]["params"]["params.yaml"]["data"]["data"]["fold"]  # a commit from before data.fold
+    chosen, skipped = fold_compare.fold_runs(exp_show(entries + [older]), "distill.epochs", (420, 140))
+    assert any(name == "run-0-420-0" and "no parameter data.fold" in why for name, why in skipped)
     assert chosen[0, 420][0] == "run-0-420-2" and ("run-0-420-1", "a newer run at data.fold=0, distill.epochs=420") in skipped
     df = fold_compare.compare(chosen, "distill.epochs", 420, 140, ["student_kd"], ["val"])
     assert df.iloc[0]["folds"] == "0" and df.iloc[0]["a_top1"] == pytest.approx(good["val"].mean())
